@@ -3,7 +3,8 @@
 Real Dassl.pytorch is used when it is importable; otherwise our built-in engine provides the same names with
 the same behaviour. ``QUANTPROMPT_BACKEND`` forces a choice: ``auto`` (default), ``dassl`` or ``engine``.
 Checkpoints are always loaded with our ``load_checkpoint`` (``torch.load(..., weights_only=True)``), whatever
-the backend, because Dassl's own loader unpickles arbitrary objects.
+the backend, because Dassl's own loader unpickles arbitrary objects; ``SafeCheckpointMixin`` makes a trainer
+*write* weights_only-safe checkpoints under real Dassl too (Dassl pickles its warmup scheduler's successor).
 """
 
 from __future__ import annotations
@@ -65,10 +66,19 @@ else:
         write_json,
     )
 
-from quantprompt.engine.checkpoint import load_checkpoint, load_pretrained_weights  # noqa: E402
+from quantprompt.engine.checkpoint import (  # noqa: E402  (ours under both backends: weights_only-safe files)
+    CheckpointError,
+    SafeCheckpointMixin,
+    load_checkpoint,
+    load_pretrained_weights,
+    load_scheduler_state,
+    scheduler_state_dict,
+)
 
 __all__ = [
     "BACKEND",
+    "CheckpointError",
+    "SafeCheckpointMixin",
     "DATASET_REGISTRY",
     "DataManager",
     "DatasetBase",
@@ -86,8 +96,10 @@ __all__ = [
     "listdir_nohidden",
     "load_checkpoint",
     "load_pretrained_weights",
+    "load_scheduler_state",
     "mkdir_if_missing",
     "read_json",
+    "scheduler_state_dict",
     "set_random_seed",
     "setup_logger",
     "write_json",
