@@ -1,0 +1,100 @@
+"""The ``quantprompt`` command: deploy a packed prompt, inspect it, and the results tools.
+
+    quantprompt classify --clip ViT-B/16 --prompt task.qpt [--classnames names.txt] IMAGE_OR_FOLDER... \\
+        [--topk 5] [--text-cache task.text.safetensors] [--json]
+    quantprompt inspect task.qpt [--json]
+    quantprompt results OUTPUT_ROOT --table base2new --format github     # = tools/parse_test_res.py
+    quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
+
+Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quantprompt", description="Quantized prompt tuning for CLIP: tools.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="top-k classes of images with CLIP + a packed prompt (.qpt)")
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    c.add_argument("--prompt", required=True, help="packed prompt (.qpt) written by a quantized trainer")
+    c.add_argument(
+        "--clip", help="CLIP spec (name, local file, HF folder, tiny-vit); default: the one in the .qpt"
+    )
+    c.add_argument(
+        "--classnames", help="class names, one per line (needed when the .qpt stores only their hash)"
+    )
+    c.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    c.add_argument("--text-cache", help="safetensors file caching the text features (created or reused)")
+    c.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+    i = sub.add_parser("inspect", help="metadata and size breakdown of a packed prompt (.qpt)")
+    i.add_argument("prompt")
+    i.add_argument("--json", action="store_true")
+
+    sub.add_parser("results", help="tables from an output tree (see tools/parse_test_res.py)", add_help=False)
+    sub.add_parser("plot", help="the paper's figures (see tools/plot.py)", add_help=False)
+    return p
+
+
+def _errors() -> tuple[type, ...]:
+    errs: list[type] = [ValueError, FileNotFoundError]
+    try:
+        from quantprompt.clip import CLIPLoadError
+
+        errs.append(CLIPLoadError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "results":
+        from quantprompt.results.parse import main as results_main
+
+        return results_main(argv[1:], prog="quantprompt results")
+    if argv and argv[0] == "plot":
+        from quantprompt.results.plotcli import main as plot_main
+
+        return plot_main(argv[1:], prog="quantprompt plot")
+    args = build_parser().parse_args(argv)
+    from quantprompt import deploy
+
+    try:
+        if args.command == "inspect":
+            info = deploy.inspect_qpt(args.prompt)
+            print(json.dumps(info, indent=1, default=str) if args.json else deploy.inspect_text(info))
+            return 0
+        clf = deploy.Classifier(
+            args.prompt,
+            clip=args.clip,
+            classnames=args.classnames,
+            device=args.device,
+            text_cache=args.text_cache,
+        )
+        preds = clf.classify(args.images, topk=args.topk, batch_size=args.batch_size)
+    except _errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for pred in preds:
+        if args.json:
+            print(json.dumps(pred.to_dict()))
+        else:
+            tops = "  ".join(f"{name} ({prob * 100:.1f}%)" for name, prob in pred.topk)
+            print(f"{pred.image}: {tops}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
