@@ -1,0 +1,100 @@
+"""Config keys of the prompt trainers, added to a Dassl/engine config tree by :func:`extend_cfg`.
+
+The reference keys (``TRAINER.COOP``, ``TRAINER.COCOOP``, ``TRAINER.MAPLE``) keep CoOp's and MaPLe's names and
+defaults, so their YAML files merge unchanged. Ours live under ``TRAINER.QPROMPT``. A node that already exists
+(a CoOp or MaPLe ``train.py`` that extended the config before us) is left as it is and only missing keys are
+added, so calling this in any pipeline is safe.
+
+Trainers never assume these keys exist: they read them through :func:`get` with the same defaults, so a
+pipeline that never called :func:`extend_cfg` still runs with the reference defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULTS", "extend_cfg", "get"]
+
+# key -> default. Nested keys are dotted paths below the config root.
+DEFAULTS: dict[str, Any] = {
+    # CoOp (KaiyangZhou/CoOp train.py)
+    "TRAINER.COOP.N_CTX": 16,
+    "TRAINER.COOP.CSC": False,
+    "TRAINER.COOP.CTX_INIT": "",
+    "TRAINER.COOP.PREC": "fp16",
+    "TRAINER.COOP.CLASS_TOKEN_POSITION": "end",
+    # CoCoOp
+    "TRAINER.COCOOP.N_CTX": 16,
+    "TRAINER.COCOOP.CTX_INIT": "",
+    "TRAINER.COCOOP.PREC": "fp16",
+    # MaPLe (muzairkhattak/multimodal-prompt-learning train.py)
+    "TRAINER.MAPLE.N_CTX": 2,
+    "TRAINER.MAPLE.CTX_INIT": "a photo of a",
+    "TRAINER.MAPLE.PREC": "fp16",
+    "TRAINER.MAPLE.PROMPT_DEPTH": 9,
+    # QPrompt
+    "TRAINER.QPROMPT.BITS": 1,
+    "TRAINER.QPROMPT.TARGETS": [],  # empty: the method's default targets (see readme)
+    "TRAINER.QPROMPT.NORM": True,
+    "TRAINER.QPROMPT.MODE": "qat",  # qat | ptq | off
+    "TRAINER.QPROMPT.PER_ROW": False,
+    "TRAINER.QPROMPT.KMEANS_BACKEND": "torch",  # torch | sklearn
+    "TRAINER.QPROMPT.CAC.RECLUSTER": "cac",  # cac | always (classic QAT, Table 4 "no CAC") | never
+    "TRAINER.QPROMPT.CAC.INTERVAL": 10,  # minimum optimizer steps between re-clusterings (0: no minimum)
+    "TRAINER.QPROMPT.CAC.KL_THRESHOLD": 1e-4,  # re-cluster only when KL(p_cur || p_old) exceeds this
+    "TRAINER.QPROMPT.CAC.REQUIRE_ERROR_INCREASE": True,  # ... and the quantization error grew
+    "TRAINER.QPROMPT.NOISE_STD": 0.01,  # NoiseCoOp only (Fig. 2)
+    # data (CoOp's train.py adds it)
+    "DATASET.SUBSAMPLE_CLASSES": "all",  # all | base | new
+    # ours: evaluation and analysis outputs
+    "TEST.PER_EPOCH": False,  # evaluate after every epoch -> per_epoch_eval.json
+    "TEST.PER_EPOCH_NEW": True,  # ... and on the new classes too when training on base classes
+    "TEST.LOAD_QPT": False,  # --eval-only loads <model-name>/model.qpt-<epoch> instead of the checkpoint
+    "TRAIN.SAVE_PROMPT_SNAPSHOTS": False,  # prompt_snapshots/epoch-<e>.safetensors after every epoch
+}
+
+
+def _node_class(cfg: Any) -> type:
+    return type(cfg)
+
+
+def extend_cfg(cfg: Any) -> Any:
+    """Add every key of :data:`DEFAULTS` that ``cfg`` lacks (in place) and return ``cfg``.
+
+    Why: yacs refuses to merge a YAML key the tree does not hold, so ``configs/trainers/QCoOp/*.yaml`` only
+    merges after this ran. Existing values are never overwritten.
+    """
+    node_cls = _node_class(cfg)
+    for dotted, default in DEFAULTS.items():
+        parts = dotted.split(".")
+        node = cfg
+        for part in parts[:-1]:
+            if part not in node:
+                node[part] = node_cls()
+            node = node[part]
+        if parts[-1] not in node:
+            node[parts[-1]] = list(default) if isinstance(default, list) else default
+    return cfg
+
+
+_MISSING = object()
+
+
+def get(cfg: Any, dotted: str, default: Any = _MISSING) -> Any:
+    """Read ``cfg.A.B.C`` for ``"A.B.C"``; a missing key gives ``default`` (or :data:`DEFAULTS`' value).
+
+    Why: our trainers must also run in a pipeline (a CoOp checkout's ``train.py``) that never added our keys.
+    """
+    node = cfg
+    for part in dotted.split("."):
+        try:
+            node = node[part] if part in node else _MISSING
+        except TypeError:
+            node = _MISSING
+        if node is _MISSING:
+            if default is not _MISSING:
+                return default
+            if dotted in DEFAULTS:
+                return DEFAULTS[dotted]
+            raise KeyError(f"config key {dotted} is missing and has no default")
+    return node
