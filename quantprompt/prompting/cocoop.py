@@ -1,0 +1,104 @@
+"""CoCoOp (Zhou et al., CVPR 2022): CoOp's context shifted per image by a small meta-network.
+
+Follows KaiyangZhou/CoOp ``trainers/cocoop.py``: ``meta_net`` = Linear(vis_dim, vis_dim // 16) -> ReLU ->
+Linear(vis_dim // 16, ctx_dim), applied to the normalised image feature, in fp16 when the precision is fp16;
+the shifted context builds "<ctx + pi(x)> <class name>." for every class, per image. Text features depend on
+the image, so nothing can be cached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .base import PromptModel
+from .coop import init_context
+from .text import clean_classnames, embed_tokens, name_lengths, tokenize
+
+
+class CoCoOpPromptLearner(nn.Module):
+    def __init__(
+        self, clip_model: nn.Module, classnames: Sequence[str], n_ctx: int | None, ctx_init: str | None,
+        fp16: bool,
+    ) -> None:
+        super().__init__()
+        classnames = clean_classnames(classnames)
+        ctx, prompt_prefix, n_ctx = init_context(clip_model, n_ctx, ctx_init)
+        self.ctx = nn.Parameter(ctx)
+        ctx_dim = clip_model.ln_final.weight.shape[0]
+        vis_dim = clip_model.visual.output_dim
+        if vis_dim // 16 < 1:
+            raise ValueError(f"CoCoOp needs CLIP's embed dim >= 16 for its meta-net (got {vis_dim})")
+        self.meta_net = nn.Sequential(
+            OrderedDict(
+                [
+                    ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
+                ]
+            )
+        )
+        if fp16:
+            self.meta_net.half()
+        prompts = [prompt_prefix + " " + name + "." for name in classnames]
+        tokenized = tokenize(prompts)
+        embedding = embed_tokens(clip_model, tokenized)
+        self.register_buffer("token_prefix", embedding[:, :1, :].clone(), persistent=False)
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :].clone(), persistent=False)
+        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        self.name_lens = name_lengths(classnames)
+        self.n_cls = len(classnames)
+        self.n_ctx = n_ctx
+        self.prompt_prefix = prompt_prefix
+        self.classnames = classnames
+
+    def shifted_context(self, im_features: torch.Tensor) -> torch.Tensor:
+        """ctx + meta_net(image feature): (B, n_ctx, d)."""
+        bias = self.meta_net(im_features).unsqueeze(1)  # (B, 1, d)
+        return self.ctx.unsqueeze(0) + bias
+
+    def construct(self, ctx_i: torch.Tensor) -> torch.Tensor:
+        """One image's context (n_ctx, d) -> prompts of all classes (n_cls, 77, d)."""
+        ctx_i = ctx_i.unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx_i, self.token_suffix], dim=1)
+
+    def forward(self, im_features: torch.Tensor) -> torch.Tensor:
+        """im_features (B, vis_dim) -> prompts (B, n_cls, 77, d), as the reference returns them."""
+        return torch.stack([self.construct(c) for c in self.shifted_context(im_features)])
+
+
+class CoCoOp(PromptModel):
+    name = "cocoop"
+    cacheable = False
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        classnames: Sequence[str],
+        n_ctx: int | None = None,
+        ctx_init: str | None = None,
+        precision: str = "fp16",
+    ) -> None:
+        super().__init__(clip_model, precision)
+        self.prompt_learner = CoCoOpPromptLearner(
+            clip_model, classnames, n_ctx, ctx_init, fp16=self.precision == "fp16"
+        )
+        self.freeze_clip()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n_cls); the text encoder runs once per image over all classes, as in CoCoOp."""
+        image_features = self.encode_image(images)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        logit_scale = self.logit_scale.exp()
+        learner = self.prompt_learner
+        tokenized = learner.tokenized_prompts
+        logits = []
+        # one image at a time (like the reference's loop) so memory stays at n_cls prompts
+        for ctx_i, imf_i in zip(learner.shifted_context(image_features), image_features):
+            text_features = self.text_encoder(learner.construct(ctx_i), tokenized)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            logits.append(logit_scale * imf_i @ text_features.t())
+        return torch.stack(logits)
