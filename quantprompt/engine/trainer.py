@@ -59,8 +59,6 @@ __all__ = [
 
 TRAINER_REGISTRY = Registry("TRAINER")
 
-_TENSORBOARD_NOTICE_SHOWN = False
-
 
 def build_trainer(cfg: Any) -> TrainerBase:
     """Instantiate the trainer registered as ``cfg.TRAINER.NAME`` (its ``__init__`` builds data and model)."""
@@ -160,15 +158,13 @@ class TrainerBase:
     # ----------------------------------------------------------------- TensorBoard (optional)
     def init_writer(self, log_dir: str) -> None:
         """Open a TensorBoard writer in ``log_dir`` when the ``tensorboard`` package is installed."""
-        global _TENSORBOARD_NOTICE_SHOWN
         if self.__dict__.get("_writer") is not None:
             return
         import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
-            if not _TENSORBOARD_NOTICE_SHOWN:
-                print("TensorBoard is not installed: training curves are not written (pip install tensorboard)")
-                _TENSORBOARD_NOTICE_SHOWN = True
+            # once per run, so that every log.txt says why it has no curves
+            print("TensorBoard is not installed: training curves are not written (pip install tensorboard)")
             self._writer = None
             return
         from torch.utils.tensorboard import SummaryWriter
