@@ -16,7 +16,7 @@ from torch import nn
 
 from .base import PromptModel
 from .coop import init_context
-from .text import clean_classnames, embed_tokens, name_lengths, tokenize
+from .text import clean_classnames, register_class_prompts
 
 
 class CoCoOpPromptLearner(nn.Module):
@@ -43,14 +43,7 @@ class CoCoOpPromptLearner(nn.Module):
         )
         if fp16:
             self.meta_net.half()
-        prompts = [prompt_prefix + " " + name + "." for name in classnames]
-        tokenized = tokenize(prompts)
-        embedding = embed_tokens(clip_model, tokenized)
-        self.register_buffer("token_prefix", embedding[:, :1, :].clone(), persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :].clone(), persistent=False)
-        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.name_lens = name_lengths(classnames)
-        self.n_cls = len(classnames)
+        register_class_prompts(self, clip_model, classnames, prompt_prefix, n_ctx)
         self.n_ctx = n_ctx
         self.prompt_prefix = prompt_prefix
         self.classnames = classnames

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .base import PromptModel, check_n_ctx
-from .text import clean_classnames, embed_tokens, name_lengths, tokenize
+from .text import clean_classnames, embed_tokens, register_class_prompts, tokenize
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
@@ -86,14 +86,7 @@ class PromptLearner(nn.Module):
         ctx, prompt_prefix, n_ctx = init_context(clip_model, n_ctx, ctx_init, n_cls, bool(csc))
         self.ctx = nn.Parameter(ctx)
 
-        prompts = [prompt_prefix + " " + name + "." for name in classnames]
-        tokenized = tokenize(prompts)
-        embedding = embed_tokens(clip_model, tokenized)
-        # fixed: recomputed from the class names, never saved (CoOp ignores them when loading anyway)
-        self.register_buffer("token_prefix", embedding[:, :1, :].clone(), persistent=False)  # SOS
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :].clone(), persistent=False)  # CLS . EOS
-        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.name_lens = name_lengths(classnames)
+        tokenized = register_class_prompts(self, clip_model, classnames, prompt_prefix, n_ctx)
         if class_token_position != "end":
             index = _position_index(n_ctx, self.name_lens, class_token_position, tokenized.shape[1])
             self.register_buffer("position_index", index, persistent=False)

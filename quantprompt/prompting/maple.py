@@ -26,7 +26,7 @@ from torch import nn
 
 from .base import PromptModel, check_n_ctx
 from .cache import TextFeatureCache
-from .text import clean_classnames, embed_tokens, name_lengths, tokenize
+from .text import clean_classnames, embed_tokens, register_class_prompts, tokenize
 
 
 def _is_vit(clip_model: nn.Module) -> bool:
@@ -79,14 +79,7 @@ class MultiModalPromptLearner(nn.Module):
         layer = nn.Linear(ctx_dim, vis_width)  # one init, cloned: all projections start equal (reference)
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(layer) for _ in range(prompt_depth - 1)])
 
-        prompts = [prompt_prefix + " " + name + "." for name in classnames]
-        tokenized = tokenize(prompts)
-        embedding = embed_tokens(clip_model, tokenized)
-        self.register_buffer("token_prefix", embedding[:, :1, :].clone(), persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :].clone(), persistent=False)
-        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.name_lens = name_lengths(classnames)
-        self.n_cls = len(classnames)
+        register_class_prompts(self, clip_model, classnames, prompt_prefix, n_ctx)
         self.n_ctx = n_ctx
         self.prompt_depth = prompt_depth
         self.prompt_prefix = prompt_prefix

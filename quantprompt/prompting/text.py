@@ -53,6 +53,26 @@ def embed_tokens(clip_model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         return clip_model.token_embedding(tokens.to(weight.device)).type(clip_model.dtype)
 
 
+def register_class_prompts(
+    learner: nn.Module, clip_model: nn.Module, classnames: Sequence[str], prompt_prefix: str, n_ctx: int
+) -> torch.Tensor:
+    """Give ``learner`` the fixed parts of the prompts "<prefix> <class>." shared by CoOp, CoCoOp and MaPLe.
+
+    ``token_prefix`` (SOS), ``token_suffix`` (class name, ".", EOS, padding) and ``tokenized_prompts`` are
+    recomputed from the class names, so they are non-persistent buffers: the state dict holds learned tensors
+    only (the references save them and then drop them when loading). Also sets ``name_lens`` and ``n_cls``.
+    Returns the tokenized prompts.
+    """
+    tokenized = tokenize([prompt_prefix + " " + name + "." for name in classnames])
+    embedding = embed_tokens(clip_model, tokenized)
+    learner.register_buffer("token_prefix", embedding[:, :1, :].clone(), persistent=False)
+    learner.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :].clone(), persistent=False)
+    learner.register_buffer("tokenized_prompts", tokenized, persistent=False)
+    learner.name_lens = name_lengths(classnames)
+    learner.n_cls = len(classnames)
+    return tokenized
+
+
 class TextEncoder(nn.Module):
     """CLIP's text tower applied to prompt *embeddings* (CoOp's TextEncoder, optionally with MaPLe deep prompts).
 
