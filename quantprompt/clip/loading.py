@@ -323,7 +323,7 @@ def _read_jit(path: Path) -> dict[str, Any]:
 
 
 def _torch_load(path: Path) -> dict[str, Any]:
-    import pickle
+    from pickle import UnpicklingError  # only the error type that weights_only=True loads raise
 
     import torch
 
@@ -331,7 +331,7 @@ def _torch_load(path: Path) -> dict[str, Any]:
         _is_jit_archive(path)  # validates the zip directory: truncated files fail here with a clear message
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except UnpicklingError as err:
         raise CLIPLoadError(
             f"{path} holds Python objects, not only tensors; it was refused because CLIP files are read with "
             f"torch.load(weights_only=True). Save a plain state dict (model.state_dict()) instead. ({_short(err)})"

@@ -118,7 +118,7 @@ def load_checkpoint(fpath: Optional[str], map_location: Any = None) -> Any:
     Raises ValueError for ``None``, FileNotFoundError for a missing file and :class:`CheckpointError` for a
     file that is corrupt or holds pickled objects; each message names the path.
     """
-    import pickle
+    from pickle import UnpicklingError  # only the error type that weights_only=True loads raise
 
     import torch
 
@@ -135,7 +135,7 @@ def load_checkpoint(fpath: Optional[str], map_location: Any = None) -> Any:
         map_location = None if torch.cuda.is_available() else "cpu"
     try:
         return torch.load(fpath, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
+    except UnpicklingError as err:
         if "lr_scheduler" in str(err) or "torch.optim" in str(err):
             raise CheckpointError(
                 f'Unable to load checkpoint from "{fpath}" safely: it holds a pickled optimizer/scheduler object '
