@@ -135,3 +135,29 @@ def test_empty_cluster_is_reseeded() -> None:
     c, idx = kmeans_1d(x, 3, init_centers=torch.tensor([0.0, 0.0, 0.0]), restarts=1)
     assert sorted(set(c.tolist())) == [0.0, 1.0, 10.0]
     assert inertia_1d(x, c) == 0.0
+
+
+@pytest.mark.parametrize("k", [2, 4, 16])
+def test_large_inputs_binned_path(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # above _HIST_MIN on CPU the values are binned instead of sorted; the result must stay a converged K-Means
+    from sklearn.cluster import KMeans
+
+    from quantprompt.quant import kmeans as kmeans_mod
+
+    x = _data("mixture", 300_000, seed=k).reshape(600, 500)
+    assert x.numel() > kmeans_mod._HIST_MIN
+    centers, idx = kmeans_1d(x, k, seed=1)
+    c2, i2 = kmeans_1d(x, k, seed=1)
+    assert torch.equal(centers, c2) and torch.equal(idx, i2)
+    assert centers.dtype == torch.float32 and bool((centers[1:] >= centers[:-1]).all())
+    assert idx.dtype == torch.int64 and idx.shape == x.shape and torch.equal(idx, assign_1d(x, centers))
+    ours = inertia_1d(x, centers)
+    ref = KMeans(n_clusters=k, random_state=0, n_init="auto").fit(x.double().numpy().reshape(-1, 1)).inertia_
+    assert ours <= ref * 1.001, (ours, ref)
+    monkeypatch.setattr(kmeans_mod, "_HIST_MIN", 1 << 30)  # the sort path, for reference
+    sorted_path, _ = kmeans_1d(x, k, seed=1)
+    assert ours <= inertia_1d(x, sorted_path) * (1 + 1e-6)
+    # a degenerate warm start (all seeds equal: empty clusters) is repaired on the binned path too
+    monkeypatch.undo()
+    cw, _ = kmeans_1d(x, 3, init_centers=torch.zeros(3), restarts=1)
+    assert inertia_1d(x, cw) <= inertia_1d(x, kmeans_1d(x, 3)[0]) * (1 + 1e-6)
