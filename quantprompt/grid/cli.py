@@ -141,13 +141,21 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m quantpromp
             if not sep or not key:
                 raise GridError(f"--slurm-opt '{item}' must be KEY=VALUE (e.g. constraint=a100)")
             extra[key] = value
+        options = None
+        if args.launcher != "local":
+            from .slurm import SlurmOptions
+
+            options = SlurmOptions(partition=args.partition, time=args.time, gpus_per_task=args.gpus_per_task,
+                                   cpus_per_task=args.cpus_per_task, mem=args.mem, account=args.account,
+                                   qos=args.qos, array_parallelism=args.array_parallelism, extra=extra)
+            options.executor_parameters(name="check")  # bad flags fail here, before the grid is planned
         from .plan import default_scripts_dir
 
         scripts = os.path.abspath(args.scripts) if args.scripts else default_scripts_dir()
         calls = expand(args.setting, args.methods, args.datasets, args.seeds, args.shots_list)
         grid = plan_grid(args.setting, calls, scripts, opts=_script_opts(args, rest),
                          log_dir=os.path.abspath(args.log_dir) if args.log_dir else None)
-        if args.launcher == "local":
+        if options is None:
             if args.dry_run:
                 _print_plan(grid)
                 return 0
@@ -155,11 +163,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m quantpromp
 
             return run_local(grid, jobs=args.jobs, gpus=args.gpus, status_every=args.status_every,
                              tail_lines=args.tail)
-        from .slurm import SlurmOptions, run_submitit
+        from .slurm import run_submitit
 
-        options = SlurmOptions(partition=args.partition, time=args.time, gpus_per_task=args.gpus_per_task,
-                               cpus_per_task=args.cpus_per_task, mem=args.mem, account=args.account, qos=args.qos,
-                               array_parallelism=args.array_parallelism, extra=extra)
         return run_submitit(grid, options, cluster="slurm" if args.launcher == "slurm" else "local",
                             dry_run=args.dry_run, wait=not args.no_wait, status_every=args.status_every,
                             tail_lines=args.tail)

@@ -105,7 +105,7 @@ def open_log(path: Path, label: str, argv: Sequence[str], env: Mapping[str, str]
     f = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by the caller)
     gpu = env.get("CUDA_VISIBLE_DEVICES")
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    f.write(f"=== {label}: started {stamp} on {socket.gethostname()} (pid {os.getpid()})"
+    f.write(f"=== {label}: started {stamp} on {socket.gethostname()} (grid pid {os.getpid()})"
             + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "") + "\n")
     f.write("$ " + shlex.join(argv) + "\n")
     f.flush()

@@ -183,11 +183,11 @@ def run_submitit(grid: Grid, options: SlurmOptions, cluster: str = "slurm", dry_
     if not specs:
         print(f"nothing to submit\nresults: {grid.results_command()}", file=out, flush=True)
         return 0
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise GridError("sbatch not found: submit from a SLURM login node, or use --jobs N on this machine")
+    if cluster == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise GridError("sbatch/srun not found: submit from a SLURM login node, or use --jobs N on this machine")
     import submitit
 
-    executor = submitit.AutoExecutor(folder=grid.log_dir / "submitit" / "%j", cluster=cluster,
+    executor = submitit.AutoExecutor(folder=grid.log_dir / "submitit", cluster=cluster,
                                      **({"slurm_max_num_timeout": options.max_requeue} if cluster == "slurm"
                                         else {"local_max_num_timeout": options.max_requeue}))
     executor.update_parameters(**params)
