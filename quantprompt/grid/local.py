@@ -25,7 +25,8 @@ __all__ = ["visible_gpus", "slot_env", "run_local"]
 
 def visible_gpus(env: Mapping[str, str]) -> list[str]:
     """The GPUs runs are pinned to: ``CUDA_VISIBLE_DEVICES`` when set (ids or UUIDs, up to the first invalid
-    entry as CUDA reads it), else every GPU torch sees (torch is imported only then); [] without a GPU."""
+    entry as CUDA reads it), else every GPU torch sees; [] without a GPU. torch (seconds to import) is
+    imported only when a GPU driver is present."""
     value = env.get("CUDA_VISIBLE_DEVICES")
     if value is not None:
         out = []
@@ -34,6 +35,8 @@ def visible_gpus(env: Mapping[str, str]) -> list[str]:
                 break
             out.append(item)
         return out
+    if not any(os.path.exists(p) for p in ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/kfd")):
+        return []
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
