@@ -284,3 +284,33 @@ def test_slurm_without_sbatch_is_explained(fake: dict, monkeypatch: pytest.Monke
     assert main(["base2new", "caltech101", "--methods", "qcoop", "--seeds", "1", "--launcher", "slurm"]) == 2
     assert "sbatch/srun not found" in capsys.readouterr().err
     assert not calls(fake["ledger"])
+
+
+def test_submitit_task_failure_is_reported_and_rerun_submits_only_what_is_left(
+        fake: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["base2new", "caltech101", "--methods", "qcoop", "--seeds", "1,2", "--launcher", "submitit-local",
+            "--gpus-per-task", "0", "--cpus-per-task", "1", "--time", "10", "--status-every", "5", "--tail", "4"]
+    monkeypatch.setenv("FAKE_FAIL", "train_base/caltech101/shots_16/QCoOp/tiny/seed2")
+    rc, out, err = grid(fake, *args)
+    monkeypatch.delenv("FAKE_FAIL")
+    assert rc == 1, out + err
+    assert "submitted 2 task(s)" in out and "1/2 tasks done, 1 failed" in out
+    assert "FAILED task 1: qcoop base2new_train caltech101 2 (+1 evaluation(s))" in out
+    # the report names the run that did not finish, with the last lines of its log; its evaluation never ran
+    assert "FAILED qcoop base2new_train caltech101 2: not finished; log " in out
+    assert "    | boom: simulated failure in" in out
+    assert not any("test_new" in c["out"] and c["out"].endswith("seed2") for c in calls(fake["ledger"]))
+    rc, out, err = grid(fake, *args)
+    assert rc == 0, out + err
+    assert "2 runs to do in 1 array task(s), 2 runs already finished" in out and "1/1 tasks done" in out
+    assert len(calls(fake["ledger"])) == 5  # 3 the first time (one failed), the 2 left the second time
+
+
+def test_quantprompt_grid_subcommand(fake: dict, capsys: pytest.CaptureFixture) -> None:
+    from quantprompt.cli import main as quantprompt_main
+
+    assert quantprompt_main(["grid", "xd", "caltech101", "--methods", "qmaple", "--seeds", "3", "--dry-run",
+                             "--output", str(fake["out"])]) == 0
+    out = capsys.readouterr().out
+    assert "#0 [new] qmaple xd_train 3" in out and "#1 [new] qmaple xd_test caltech101 3 (after #0)" in out
+    assert "--table xd" in out and not fake["out"].exists()
