@@ -97,12 +97,26 @@ def _stop(active: Sequence[_Active], grace: float = 10.0) -> None:
         a.log.close()
 
 
-class _Terminated(Exception):
-    pass
+class _StopRequests:
+    """Ctrl-C / SIGTERM, noted by a handler and acted on by the scheduling loop between two steps (so that no
+    run is left started but untracked)."""
 
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, object] = {}
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated()
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, status_every: float = 30.0,
@@ -144,10 +158,8 @@ def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, s
         s = state[after]
         return True if s == "done" else (None if s in ("failed", "blocked") else False)
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) \
-        if threading.current_thread() is threading.main_thread() else None
-    try:
-        while any(s in ("queued", "running") for s in state.values()):
+    with _StopRequests() as stop:
+        while any(s in ("queued", "running") for s in state.values()) and stop.signum is None:
             for i in [i for i in todo if state[i] == "queued"]:
                 ok = ready(i)
                 if ok is None:
@@ -196,14 +208,11 @@ def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, s
                 last_status = now
             if not finished:
                 time.sleep(poll)
-    except (KeyboardInterrupt, _Terminated):
-        print(f"\ngrid: stopping {len(active)} running run(s); the same command resumes them", file=out,
-              flush=True)
-        _stop(list(active.values()))
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if stop.signum is not None:
+            print(f"\ngrid: stopping {len(active)} running run(s); the same command resumes them", file=out,
+                  flush=True)
+            _stop(list(active.values()))
+            return 130
     print(f"grid finished in {format_seconds(time.monotonic() - tracker.start)}: "
           f"{tracker.done}/{tracker.total} runs done ({tracker.already_done} already finished), "
           f"{tracker.failed} failed, {tracker.blocked} not run", file=out)

@@ -76,6 +76,7 @@ class Grid:
     setting: str
     runs: list[Run]
     repo: Path
+    scripts_dir: Path
     cwd: Path  # the scripts resolve relative --data paths against the caller's directory
     log_dir: Path
     opts: tuple[str, ...] = ()  # the user's script options, passed to every call
@@ -214,5 +215,5 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
     log_dir = Path(log_dir) if log_dir is not None else runs[0].output / "grid_logs"
     for run in runs:
         run.log = _log_path(log_dir, run)
-    return Grid(setting=setting, runs=runs, repo=scripts_dir.parent, cwd=cwd, log_dir=log_dir, opts=tuple(opts),
+    return Grid(setting=setting, runs=runs, repo=scripts_dir.parent, scripts_dir=scripts_dir, cwd=cwd, log_dir=log_dir, opts=tuple(opts),
                 dropped=dropped)

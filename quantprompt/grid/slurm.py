@@ -200,13 +200,14 @@ def run_submitit(grid: Grid, options: SlurmOptions, cluster: str = "slurm", dry_
             print(f"follow with: squeue -j {','.join(ids)}   cancel with: scancel {' '.join(ids)}", file=out)
         print(f"when they are done: {grid.results_command()}", file=out, flush=True)
         return 0
-    return _follow(grid, specs, jobs, cluster, status_every, tail_lines, poll)
+    return _follow(grid, specs, jobs, cluster, min(len(jobs), options.array_parallelism), status_every,
+                   tail_lines, poll)
 
 
-def _follow(grid: Grid, specs: Sequence[dict[str, Any]], jobs: Sequence[Any], cluster: str,
+def _follow(grid: Grid, specs: Sequence[dict[str, Any]], jobs: Sequence[Any], cluster: str, workers: int,
             status_every: float, tail_lines: int, poll: float) -> int:
     out = sys.stdout
-    tracker = Tracker(total=len(jobs), workers=len(jobs), unit="tasks")
+    tracker = Tracker(total=len(jobs), workers=workers, unit="tasks")
     tracker.add("chain", len(jobs))
     pending = set(range(len(jobs)))
     failures: list[tuple[str, Optional[Path], str]] = []
@@ -266,7 +267,7 @@ def _failed_runs(grid: Grid, spec: dict[str, Any], job: Any, error: BaseExceptio
     from .plan import plan_grid
 
     runs = [r for r in grid.runs if str(r.dir) in {x["dir"] for x in spec["runs"]}]
-    replanned = plan_grid(grid.setting, [r.call for r in runs], grid.repo / "scripts",
+    replanned = plan_grid(grid.setting, [r.call for r in runs], grid.scripts_dir,
                           opts=grid.opts, cwd=grid.cwd, log_dir=grid.log_dir)
     bad = [(r.call.label, r.log, "not finished") for r in replanned.runs if r.status != "finished"
            and r.log is not None and r.log.is_file()]
