@@ -232,5 +232,5 @@ qp_fewshot() {  # <dataset> <shots> <seed> ; CoOp's scripts/coop/main.sh tree
 qp_benchmark() {
     local here; here="$(cd "$1" && pwd)"; shift
     PYTHONPATH="${QP_REPO}${PYTHONPATH:+:${PYTHONPATH}}" exec "$QP_PYTHON" -m quantprompt.grid \
-        --scripts "$(dirname "$here")" --methods "$(basename "$here")" "$@"
+        --prog "$(basename "$here")/benchmark.sh" --scripts "$(dirname "$here")" --methods "$(basename "$here")" "$@"
 }

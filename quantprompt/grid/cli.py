@@ -122,8 +122,10 @@ def _print_plan(grid) -> None:  # noqa: ANN001 - a plan.Grid
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m quantprompt.grid") -> int:
-    parser = build_parser(prog)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--prog"] and len(argv) > 1:  # scripts/<method>/benchmark.sh names itself in the usage
+        prog, argv = argv[1], argv[2:]
+    parser = build_parser(prog)
     try:
         ours, rest = split_pass_through(parser, argv)
     except GridError as err:
