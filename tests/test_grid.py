@@ -314,3 +314,25 @@ def test_quantprompt_grid_subcommand(fake: dict, capsys: pytest.CaptureFixture) 
     out = capsys.readouterr().out
     assert "#0 [new] qmaple xd_train 3" in out and "#1 [new] qmaple xd_test caltech101 3 (after #0)" in out
     assert "--table xd" in out and not fake["out"].exists()
+
+
+def test_array_task_runs_evaluations_only_after_their_train_run(tmp_path: Path) -> None:
+    from quantprompt.grid.slurm import ChainFailed, run_chain
+
+    def run(name: str, script: str, finished: bool = False) -> dict:
+        return {"label": name, "argv": ["bash", "-c", script], "log": str(tmp_path / f"{name}.log"),
+                "dir": str(tmp_path / name), "finished": finished}
+
+    train_fails = {"cwd": str(tmp_path), "runs": [run("train", "echo boom-train; exit 3"),
+                                                  run("test1", "touch ran1")]}
+    with pytest.raises(ChainFailed, match=r"(?s)train: exit status 3; log .*train\.log.*\| boom-train"):
+        run_chain(train_fails)
+    assert not (tmp_path / "ran1").exists()  # nothing evaluates a model that was not trained
+    one_test_fails = {"cwd": str(tmp_path), "runs": [run("train", "exit 9", finished=True),
+                                                     run("test1", "echo boom-test1; exit 4"),
+                                                     run("test2", "touch ran2")]}
+    with pytest.raises(ChainFailed, match="test1: exit status 4") as err:
+        run_chain(one_test_fails)
+    assert "train" not in str(err.value).split(":")[0] and (tmp_path / "ran2").exists()  # the others still ran
+    assert run_chain({"cwd": str(tmp_path), "runs": [run("ok", "echo fine")]}) == ["ok"]
+    assert "$ bash -c 'echo fine'" in (tmp_path / "ok.log").read_text()

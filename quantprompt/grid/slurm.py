@@ -118,10 +118,11 @@ def run_chain(spec: dict[str, Any], tail_lines: int = 20) -> list[str]:
     """
     done: list[str] = []
     failed: list[str] = []
+    root_failed = False
     for k, run in enumerate(spec["runs"]):
         if run["finished"]:
             continue
-        if k > 0 and failed:  # the first run trains what the others evaluate
+        if k > 0 and root_failed:  # the first run trains what the others evaluate
             break
         env = dict(os.environ)
         with open_log(Path(run["log"]), run["label"], run["argv"], env) as log:
@@ -134,6 +135,7 @@ def run_chain(spec: dict[str, Any], tail_lines: int = 20) -> list[str]:
         else:
             lines = "\n".join("    | " + x for x in tail(Path(run["log"]), tail_lines))
             failed.append(f"{run['label']}: exit status {rc}; log {run['log']}\n{lines}")
+            root_failed = root_failed or k == 0
     if failed:
         raise ChainFailed("\n".join(failed))
     return done
