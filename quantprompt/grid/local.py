@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
 from .plan import Grid
@@ -119,6 +120,102 @@ class _StopRequests:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
+class _Scheduler:
+    """The state of one local grid: which runs wait, run (in which slot) or ended, and what was printed."""
+
+    def __init__(self, grid: Grid, jobs: int, gpus: Sequence[str], echo: bool, tail_lines: int,
+                 out: IO[str]) -> None:
+        self.grid, self.jobs, self.gpus, self.echo, self.out = grid, jobs, list(gpus), echo, out
+        self.tail_lines = tail_lines
+        self.env = dict(os.environ)
+        self.todo = grid.todo()
+        self.state = {i: "queued" for i in self.todo}  # queued | running | done | failed | blocked
+        self.free = list(range(jobs))
+        self.active: dict[int, _Active] = {}
+        self.failures: list[tuple[str, Optional[Path], str]] = []
+        self.blocked: list[str] = []
+        self.tracker = Tracker(total=len(grid.runs), workers=min(jobs, max(1, len(self.todo))),
+                               already_done=len(grid.runs) - len(self.todo))
+        for i in self.todo:
+            self.tracker.add(grid.runs[i].call.kind)
+
+    def busy(self) -> bool:
+        return any(s in ("queued", "running") for s in self.state.values())
+
+    def _ready(self, i: int) -> Optional[bool]:
+        """True: can start; False: must wait; None: never (what it waits for failed)."""
+        after = self.grid.runs[i].after
+        if after is None or self.grid.runs[after].status == "finished":
+            return True
+        s = self.state[after]
+        return True if s == "done" else (None if s in ("failed", "blocked") else False)
+
+    def start_ready(self) -> None:
+        """Start the queued runs that may start, in the grid's order, while slots are free."""
+        for i in [i for i in self.todo if self.state[i] == "queued"]:
+            ok = self._ready(i)
+            run = self.grid.runs[i]
+            if ok is None:
+                self.state[i] = "blocked"
+                self.blocked.append(run.call.label)
+                self.tracker.skipped(run.call.kind)
+            elif ok and self.free:
+                self._start(i, self.free.pop(0))
+
+    def _start(self, i: int, slot: int) -> None:
+        run = self.grid.runs[i]
+        env = slot_env(self.env, slot, self.jobs, self.gpus)
+        assert run.log is not None
+        log = open_log(run.log, run.call.label, run.argv, env)
+        proc = subprocess.Popen(run.argv, cwd=self.grid.cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+        pump = threading.Thread(target=_pump, args=(proc, log, self.echo), daemon=True)
+        pump.start()
+        self.active[i] = _Active(i, slot, proc, log, pump)
+        self.state[i] = "running"
+        self.tracker.started(i, run.call.kind)
+        gpu = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if self.gpus else ""
+        print(f"start  {run.call.label}{gpu}", file=self.out, flush=True)
+
+    def reap(self) -> bool:
+        """Collect the runs that ended; True when any did."""
+        ended = False
+        for i, a in list(self.active.items()):
+            rc = a.proc.poll()
+            if rc is None:
+                continue
+            a.pump.join()
+            a.log.write(f"=== exit status {rc}\n")
+            a.log.close()
+            del self.active[i]
+            self.free = sorted([*self.free, a.slot])
+            self.state[i] = "done" if rc == 0 else "failed"
+            took = self.tracker.finished(i, rc == 0)
+            run = self.grid.runs[i]
+            if rc == 0:
+                print(f"done   {run.call.label} ({format_seconds(took)})", file=self.out)
+            else:
+                self.failures.append((run.call.label, run.log, f"exit status {rc}"))
+                print(f"FAILED {run.call.label} (exit status {rc}; log {run.log})", file=self.out)
+            ended = True
+        return ended
+
+    def stop(self) -> None:
+        print(f"\ngrid: stopping {len(self.active)} running run(s); the same command resumes them",
+              file=self.out, flush=True)
+        _stop(list(self.active.values()))
+
+    def report(self) -> int:
+        t = self.tracker
+        print(f"grid finished in {format_seconds(time.monotonic() - t.start)}: {t.done}/{t.total} runs done "
+              f"({t.already_done} already finished), {t.failed} failed, {t.blocked} not run", file=self.out)
+        if self.failures or self.blocked:
+            print(failure_report(self.failures, self.blocked, self.tail_lines), file=self.out)
+            print("fix the cause and run the same command again: finished runs are skipped", file=self.out)
+        print(f"results: {self.grid.results_command()}", file=self.out, flush=True)
+        return 1 if self.failures or self.blocked else 0
+
+
 def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, status_every: float = 30.0,
               tail_lines: int = 20, echo: Optional[bool] = None, poll: float = 0.2) -> int:
     """Run every unfinished run of ``grid``; returns 0 when all finished, 1 when some failed, 130 when stopped.
@@ -128,96 +225,27 @@ def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, s
     """
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    echo = jobs == 1 if echo is None else echo
-    base_env = dict(os.environ)
-    gpus = list(visible_gpus(base_env) if gpus is None else gpus)
-    out = sys.stdout
-    todo = grid.todo()
+    gpus = list(visible_gpus(os.environ) if gpus is None else gpus)
+    sched = _Scheduler(grid, jobs, gpus, echo=jobs == 1 if echo is None else echo, tail_lines=tail_lines,
+                       out=sys.stdout)
     for run in grid.runs:
         if run.status == "finished":
-            print(f"Results are available in {run.dir} (so skip this job)", file=out)
-    where = (f"pinned round-robin to GPU(s) {','.join(gpus)}" if gpus else "on CPU (no GPU visible)")
-    print(f"grid: {len(todo)} runs to do, {len(grid.runs) - len(todo)} already finished; {jobs} at a time, "
-          f"{where}; logs in {grid.log_dir}", file=out, flush=True)
-    tracker = Tracker(total=len(grid.runs), workers=min(jobs, max(1, len(todo))),
-                      already_done=len(grid.runs) - len(todo))
-    for i in todo:
-        tracker.add(grid.runs[i].call.kind)
-    state = {i: "queued" for i in todo}  # queued | running | done | failed | blocked
-    failures: list[tuple[str, object, str]] = []
-    blocked: list[str] = []
-    free = list(range(jobs))
-    active: dict[int, _Active] = {}
+            print(f"Results are available in {run.dir} (so skip this job)")
+    where = f"pinned round-robin to GPU(s) {','.join(gpus)}" if gpus else "on CPU (no GPU visible)"
+    print(f"grid: {len(sched.todo)} runs to do, {len(grid.runs) - len(sched.todo)} already finished; {jobs} at a "
+          f"time, {where}; logs in {grid.log_dir}", flush=True)
     last_status = time.monotonic()
-
-    def ready(i: int) -> Optional[bool]:
-        """True: can start; False: must wait; None: never (what it waits for failed)."""
-        after = grid.runs[i].after
-        if after is None or grid.runs[after].status == "finished":
-            return True
-        s = state[after]
-        return True if s == "done" else (None if s in ("failed", "blocked") else False)
-
     with _StopRequests() as stop:
-        while any(s in ("queued", "running") for s in state.values()) and stop.signum is None:
-            for i in [i for i in todo if state[i] == "queued"]:
-                ok = ready(i)
-                if ok is None:
-                    state[i] = "blocked"
-                    blocked.append(grid.runs[i].call.label)
-                    tracker.skipped(grid.runs[i].call.kind)
-                elif ok and free:
-                    slot = free.pop(0)
-                    run = grid.runs[i]
-                    env = slot_env(base_env, slot, jobs, gpus)
-                    assert run.log is not None
-                    log = open_log(run.log, run.call.label, run.argv, env)
-                    proc = subprocess.Popen(run.argv, cwd=grid.cwd, env=env, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, errors="replace",
-                                            start_new_session=True)
-                    pump = threading.Thread(target=_pump, args=(proc, log, echo), daemon=True)
-                    pump.start()
-                    active[i] = _Active(i, slot, proc, log, pump)
-                    state[i] = "running"
-                    tracker.started(i, run.call.kind)
-                    gpu = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""
-                    print(f"start  {run.call.label}{gpu}", file=out, flush=True)
-            finished = False
-            for i, a in list(active.items()):
-                rc = a.proc.poll()
-                if rc is None:
-                    continue
-                a.pump.join()
-                a.log.write(f"=== exit status {rc}\n")
-                a.log.close()
-                del active[i]
-                free.append(a.slot)
-                free.sort()
-                state[i] = "done" if rc == 0 else "failed"
-                took = tracker.finished(i, rc == 0)
-                run = grid.runs[i]
-                if rc == 0:
-                    print(f"done   {run.call.label} ({format_seconds(took)})", file=out)
-                else:
-                    failures.append((run.call.label, run.log, f"exit status {rc}"))
-                    print(f"FAILED {run.call.label} (exit status {rc}; log {run.log})", file=out)
-                finished = True
+        while sched.busy() and stop.signum is None:
+            sched.start_ready()
+            ended = sched.reap()
             now = time.monotonic()
-            if finished or now - last_status >= status_every:
-                print(tracker.line(), file=out, flush=True)
+            if ended or now - last_status >= status_every:
+                print(sched.tracker.line(), flush=True)
                 last_status = now
-            if not finished:
+            if not ended:
                 time.sleep(poll)
         if stop.signum is not None:
-            print(f"\ngrid: stopping {len(active)} running run(s); the same command resumes them", file=out,
-                  flush=True)
-            _stop(list(active.values()))
+            sched.stop()
             return 130
-    print(f"grid finished in {format_seconds(time.monotonic() - tracker.start)}: "
-          f"{tracker.done}/{tracker.total} runs done ({tracker.already_done} already finished), "
-          f"{tracker.failed} failed, {tracker.blocked} not run", file=out)
-    if failures or blocked:
-        print(failure_report(failures, blocked, tail_lines), file=out)  # type: ignore[arg-type]
-        print("fix the cause and run the same command again: finished runs are skipped", file=out)
-    print(f"results: {grid.results_command()}", file=out, flush=True)
-    return 1 if failures or blocked else 0
+    return sched.report()
