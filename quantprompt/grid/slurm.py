@@ -154,15 +154,17 @@ class ChainTask:
         return DelayedSubmission(self, spec)
 
 
-def _describe(grid: Grid, specs: Sequence[dict[str, Any]], params: dict[str, Any], cluster: str) -> str:
+def _describe(grid: Grid, specs: Sequence[dict[str, Any]], params: dict[str, Any], cluster: str,
+              options_requeue: int) -> str:
     lines = [f"would submit {len(specs)} array task(s) with submitit (cluster={cluster}); each task:"]
     for key in sorted(params):
         lines.append(f"  {key} = {params[key]}")
     lines.append(f"  logs: {grid.log_dir} (runs), {grid.log_dir / 'submitit'} (tasks)")
+    lines.append(f"  requeued on timeout or preemption: up to {options_requeue} times")
     lines.append(f"train.py commands run from {grid.repo}")
+    by_dir = {str(r.dir): r for r in grid.runs}
     for t, spec in enumerate(specs):
         lines.append(f"task {t}: {spec['label']}")
-        by_dir = {str(r.dir): r for r in grid.runs}
         for run in spec["runs"]:
             r = by_dir[run["dir"]]
             lines.append(f"  [{r.status}] {' '.join(run['argv'])}")
@@ -180,7 +182,7 @@ def run_submitit(grid: Grid, options: SlurmOptions, cluster: str = "slurm", dry_
     print(f"grid: {len(grid.runs) - finished} runs to do in {len(specs)} array task(s), {finished} runs already "
           "finished", file=out)
     if dry_run:
-        print(_describe(grid, specs, params, cluster), file=out, flush=True)
+        print(_describe(grid, specs, params, cluster, options.max_requeue), file=out, flush=True)
         return 0
     if not specs:
         print(f"nothing to submit\nresults: {grid.results_command()}", file=out, flush=True)
