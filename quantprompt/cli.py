@@ -5,6 +5,7 @@
     quantprompt inspect task.qpt [--json]
     quantprompt results OUTPUT_ROOT --table base2new --format github     # = tools/parse_test_res.py
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
+    quantprompt grid base2new --methods qcoop,coop --jobs 4 [--data DIR]  # = python -m quantprompt.grid
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
 """
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("results", help="tables from an output tree (see tools/parse_test_res.py)", add_help=False)
     sub.add_parser("plot", help="the paper's figures (see tools/plot.py)", add_help=False)
+    sub.add_parser("grid", help="run a benchmark grid on GPUs or SLURM (see docs/grid.md)", add_help=False)
     return p
 
 
@@ -68,6 +70,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from quantprompt.results.plotcli import main as plot_main
 
         return plot_main(argv[1:], prog="quantprompt plot")
+    if argv and argv[0] == "grid":
+        from quantprompt.grid.cli import main as grid_main
+
+        return grid_main(argv[1:], prog="quantprompt grid")
     args = build_parser().parse_args(argv)
     from quantprompt import deploy
 

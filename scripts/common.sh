@@ -98,38 +98,51 @@ qp_finished() {  # finished: its newest log (a resumed run writes log.txt-<time>
          END {exit !(ok || (a && !e))}' "$log"
 }
 
+# QP_PLAN=1 (set by quantprompt.grid, which runs these scripts): print what a call would do, run nothing.
+# Two tab-separated lines: "qp-plan STATUS DIR NEEDS OUTPUT" (STATUS: finished, unfinished or new; NEEDS: the
+# trained model an evaluation loads, or empty) and "qp-cmd" + the train.py command line, run from the repository.
+qp_plan() {  # qp_plan STATUS DIR NEEDS CMD...
+    printf 'qp-plan\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$OUTPUT"
+    shift 3
+    printf 'qp-cmd'; printf '\t%s' "$@"; printf '\n'
+}
+
 # qp_run DIR [train.py args...]: skip finished runs, resume unfinished ones
 qp_run() {
     local dir="$1"; shift
-    local resume=()
-    if qp_finished "$dir"; then
-        echo "Results are available in ${dir} (so skip this job)"
-        return 0
-    elif [ -d "$dir" ]; then
-        echo "Unfinished run in ${dir}: resuming"
-        resume=(--resume "$dir")
-    else
-        echo "Run this job and save the output to ${dir}"
-    fi
-    "$QP_PYTHON" train.py --root "$DATA" --trainer "$TRAINER" --output-dir "$dir" \
-        ${resume[@]+"${resume[@]}"} "$@" ${QP_OPTS[@]+"${QP_OPTS[@]}"}
+    local status=new resume=()
+    if qp_finished "$dir"; then status=finished
+    elif [ -d "$dir" ]; then status=unfinished; resume=(--resume "$dir"); fi
+    local cmd=("$QP_PYTHON" train.py --root "$DATA" --trainer "$TRAINER" --output-dir "$dir"
+               ${resume[@]+"${resume[@]}"} "$@" ${QP_OPTS[@]+"${QP_OPTS[@]}"})
+    if [ -n "${QP_PLAN:-}" ]; then qp_plan "$status" "$dir" "" "${cmd[@]}"; return 0; fi
+    case "$status" in
+        finished) echo "Results are available in ${dir} (so skip this job)"; return 0 ;;
+        unfinished) echo "Unfinished run in ${dir}: resuming" ;;
+        *) echo "Run this job and save the output to ${dir}" ;;
+    esac
+    "${cmd[@]}"
 }
 
 # qp_eval DIR MODEL_DIR EPOCH [train.py args...]: evaluation-only runs (skipped when finished)
 qp_eval() {
     local dir="$1" model_dir="$2" epoch="$3"; shift 3
-    if qp_finished "$dir"; then
+    local status=new load=() needs=""
+    if qp_finished "$dir"; then status=finished; elif [ -d "$dir" ]; then status=unfinished; fi
+    if [ "$TRAINER" != "ZeroshotCLIP" ]; then
+        needs="$model_dir"
+        load=(--model-dir "$model_dir" --load-epoch "$epoch")
+    fi
+    local cmd=("$QP_PYTHON" train.py --root "$DATA" --trainer "$TRAINER" --output-dir "$dir"
+               ${load[@]+"${load[@]}"} --eval-only "$@" ${QP_OPTS[@]+"${QP_OPTS[@]}"})
+    if [ -n "${QP_PLAN:-}" ]; then qp_plan "$status" "$dir" "$needs" "${cmd[@]}"; return 0; fi
+    if [ "$status" = finished ]; then
         echo "Results are available in ${dir} (so skip this job)"
         return 0
     fi
     echo "Evaluate ${model_dir} (epoch ${epoch}) and save the output to ${dir}"
-    local load=()
-    if [ "$TRAINER" != "ZeroshotCLIP" ]; then
-        [ -d "$model_dir" ] || qp_die "no trained model at ${model_dir}: run the matching *_train.sh first"
-        load=(--model-dir "$model_dir" --load-epoch "$epoch")
-    fi
-    "$QP_PYTHON" train.py --root "$DATA" --trainer "$TRAINER" --output-dir "$dir" \
-        ${load[@]+"${load[@]}"} --eval-only "$@" ${QP_OPTS[@]+"${QP_OPTS[@]}"}
+    [ -z "$needs" ] || [ -d "$model_dir" ] || qp_die "no trained model at ${model_dir}: run the matching *_train.sh first"
+    "${cmd[@]}"
 }
 
 qp_b2n_cfg() {  # base-to-new config: ImageNet may have its own (CoOp uses 50 epochs there)
@@ -214,37 +227,10 @@ qp_fewshot() {  # <dataset> <shots> <seed> ; CoOp's scripts/coop/main.sh tree
         DATASET.NUM_SHOTS "$shots" ${node_opts[@]+"${node_opts[@]}"}
 }
 
-# qp_benchmark <setting> [datasets...]: every dataset x seed ($SEEDS, default "1 2 3") of one setting
+# qp_benchmark <setting> [datasets...] [options]: the whole grid of one setting for this method, defined and
+# run by quantprompt.grid (sequential by default; --jobs N, --launcher slurm, --dry-run: see docs/grid.md).
 qp_benchmark() {
-    local here="$1"; shift
-    local setting="${1:-}"; shift || true
-    local all_b2n="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-    local xd_targets="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-    local dg_targets="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
-    local datasets=() opts=() seen_opts=0 a
-    for a in "$@"; do
-        if [ $seen_opts = 1 ] || [ "$a" = "--" ] || [[ "$a" == --* ]]; then seen_opts=1; opts+=("$a"); else datasets+=("$a"); fi
-    done
-    local seeds="${SEEDS:-1 2 3}" seed d
-    case "$setting" in
-        base2new)
-            [ ${#datasets[@]} -gt 0 ] || read -r -a datasets <<< "$all_b2n"
-            for d in "${datasets[@]}"; do for seed in $seeds; do
-                bash "$here/base2new_train.sh" "$d" "$seed" ${opts[@]+"${opts[@]}"}
-                bash "$here/base2new_test.sh" "$d" "$seed" ${opts[@]+"${opts[@]}"}
-            done; done ;;
-        xd|dg)
-            local targets="$xd_targets"; [ "$setting" = dg ] && targets="$dg_targets"
-            [ ${#datasets[@]} -gt 0 ] || read -r -a datasets <<< "$targets"
-            for seed in $seeds; do
-                bash "$here/${setting}_train.sh" "$seed" ${opts[@]+"${opts[@]}"}
-                for d in "${datasets[@]}"; do bash "$here/${setting}_test.sh" "$d" "$seed" ${opts[@]+"${opts[@]}"}; done
-            done ;;
-        fewshot)
-            [ ${#datasets[@]} -gt 0 ] || read -r -a datasets <<< "$all_b2n"
-            for d in "${datasets[@]}"; do for shots in ${SHOTS_LIST:-1 2 4 8 16}; do for seed in $seeds; do
-                bash "$here/fewshot.sh" "$d" "$shots" "$seed" ${opts[@]+"${opts[@]}"}
-            done; done; done ;;
-        *) qp_die "setting must be one of base2new, xd, dg, fewshot (got '${setting}')" ;;
-    esac
+    local here; here="$(cd "$1" && pwd)"; shift
+    PYTHONPATH="${QP_REPO}${PYTHONPATH:+:${PYTHONPATH}}" exec "$QP_PYTHON" -m quantprompt.grid \
+        --prog "$(basename "$here")/benchmark.sh" --scripts "$(dirname "$here")" --methods "$(basename "$here")" "$@"
 }

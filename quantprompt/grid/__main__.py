@@ -1,0 +1,12 @@
+"""``python -m quantprompt.grid``: see :mod:`quantprompt.grid.cli`."""
+
+import os
+import sys
+
+from .cli import main
+
+try:
+    sys.exit(main())
+except BrokenPipeError:  # `... --dry-run | head`: the reader left, nothing is wrong
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
