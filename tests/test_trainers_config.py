@@ -17,9 +17,9 @@ os.environ.setdefault("QUANTPROMPT_BACKEND", "engine")
 
 import train  # noqa: E402
 import trainers  # noqa: E402
+from quantprompt.dassl_plugin import config as tcfg  # noqa: E402
+from quantprompt.dassl_plugin.base import validate_cfg  # noqa: E402
 from quantprompt.engine.compat import TRAINER_REGISTRY, get_cfg_default  # noqa: E402
-from trainers import config as tcfg  # noqa: E402
-from trainers.base import validate_cfg  # noqa: E402
 
 ALL = ["CoOp", "CoCoOp", "MaPLe", "ZeroshotCLIP", "NoiseCoOp", "QCoOp", "QCoCoOp", "QMaPLe"]
 NODE = {"CoOp": "COOP", "QCoOp": "COOP", "NoiseCoOp": "COOP", "CoCoOp": "COCOOP", "QCoCoOp": "COCOOP",
@@ -186,5 +186,5 @@ def test_baselines_give_way_to_an_existing_registration() -> None:
                          check=True, cwd=str(REPO)).stdout.splitlines()
     assert out[0] == "1"
     assert "CoOp" in out[1] and "MaPLe" in out[1]
-    assert out[2] == "True trainers.qcoop"
+    assert out[2] == "True quantprompt.dassl_plugin.qcoop"
     assert out[3] == "['CoOp', 'MaPLe']"

@@ -1,0 +1,67 @@
+"""QuantPrompt's Dassl trainers; importing this package registers them in the running ``TRAINER_REGISTRY``.
+
+The entry point for any CoOp-family checkout (CoOp, CoCoOp, MaPLe, PromptSRC): two added lines in its
+``train.py`` (see docs/existing-checkout.md)::
+
+    import quantprompt.dassl_plugin as qp     # after the checkout's own `import trainers.*` lines
+    ...
+    def extend_cfg(cfg):
+        ...                                     # the checkout's own keys
+        qp.extend_cfg(cfg)                      # adds TRAINER.QPROMPT.* and any key the host lacks
+
+Registered: every entry of :data:`TRAINERS`. A baseline name (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) the host
+already registered keeps the host's class and one warning says so; our own names are registered always. This
+repository's ``trainers/`` package is a re-export of this one, so no trainer class exists twice.
+:func:`patch_dassl_for_new_torch` (opt-in) makes the host's *own* trainers' warmup run on torch >= 2.7.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import PromptTrainer, register, skipped_baselines, validate_cfg, warn_skipped
+from .config import extend_cfg
+from .torch_compat import patch_dassl_for_new_torch
+
+# (module, class, baseline). One line per trainer: adding a trainer is adding its line here. A baseline gives
+# way to a host's class of the same name; the others must be unique in the registry.
+TRAINERS: tuple[tuple[str, str, bool], ...] = (
+    ("coop", "CoOp", True),
+    ("cocoop", "CoCoOp", True),
+    ("maple", "MaPLe", True),
+    ("zsclip", "ZeroshotCLIP", True),
+    ("coop", "NoiseCoOp", False),
+    ("qcoop", "QCoOp", False),
+    ("qcocoop", "QCoCoOp", False),
+    ("qmaple", "QMaPLe", False),
+)
+
+
+def trainer_classes() -> dict[str, type]:
+    """Class name -> class of every entry of :data:`TRAINERS` (imports their modules)."""
+    return {name: getattr(importlib.import_module(f"{__name__}.{module}"), name) for module, name, _ in TRAINERS}
+
+
+def register_all() -> list[str]:
+    """Register every entry of :data:`TRAINERS` (idempotent); return the names now bound to our classes."""
+    baseline = {name: is_baseline for _, name, is_baseline in TRAINERS}
+    ours = [name for name, cls in trainer_classes().items() if register(cls, baseline[name])]
+    warn_skipped(stacklevel=3)
+    return ours
+
+
+register_all()
+
+from .cocoop import CoCoOp  # noqa: E402
+from .coop import CoOp, NoiseCoOp  # noqa: E402
+from .maple import MaPLe  # noqa: E402
+from .qcocoop import QCoCoOp  # noqa: E402
+from .qcoop import QCoOp  # noqa: E402
+from .qmaple import QMaPLe  # noqa: E402
+from .zsclip import ZeroshotCLIP  # noqa: E402
+
+__all__ = [
+    "TRAINERS", "CoCoOp", "CoOp", "MaPLe", "NoiseCoOp", "PromptTrainer", "QCoCoOp", "QCoOp", "QMaPLe",
+    "ZeroshotCLIP", "extend_cfg", "patch_dassl_for_new_torch", "register", "register_all", "skipped_baselines",
+    "trainer_classes", "validate_cfg",
+]
