@@ -3,16 +3,18 @@
 The entry point for any CoOp-family checkout (CoOp, CoCoOp, MaPLe, PromptSRC): two added lines in its
 ``train.py`` (see docs/existing-checkout.md)::
 
-    import quantprompt.dassl_plugin as qp     # after the checkout's own `import trainers.*` lines
+    import quantprompt.dassl_plugin as qp     # beside the checkout's own `import trainers.*` lines
     ...
     def extend_cfg(cfg):
         ...                                     # the checkout's own keys
         qp.extend_cfg(cfg)                      # adds TRAINER.QPROMPT.* and any key the host lacks
 
-Registered: every entry of :data:`TRAINERS`. A baseline name (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) the host
-already registered keeps the host's class and one warning says so; our own names are registered always. This
-repository's ``trainers/`` package is a re-export of this one, so no trainer class exists twice.
-:func:`patch_dassl_for_new_torch` (opt-in) makes the host's *own* trainers' warmup run on torch >= 2.7.
+Importing registers our methods, the entries of :data:`TRAINERS` that are not baselines (QCoOp, QCoCoOp,
+QMaPLe, NoiseCoOp). The baselines (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) are the host's business: they are
+registered only by ``register_all(include_baselines=True)`` (this repository's ``trainers/`` package does
+that), and a name the host already registered keeps the host's class, with one warning. So the import may
+come before or after the host's own trainer imports. :func:`patch_dassl_for_new_torch` (opt-in) makes the
+host's *own* trainers' warmup run on torch >= 2.7.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from .base import PromptTrainer, register, skipped_baselines, validate_cfg, warn
 from .config import extend_cfg
 from .torch_compat import patch_dassl_for_new_torch
 
-# (module, class, baseline). One line per trainer: adding a trainer is adding its line here. A baseline gives
-# way to a host's class of the same name; the others must be unique in the registry.
+# (module, class, baseline). One line per trainer: adding a trainer is adding its line here. A baseline is
+# registered only on request and gives way to a host's class of the same name; the others are registered on
+# import and must be unique in the registry.
 TRAINERS: tuple[tuple[str, str, bool], ...] = (
     ("coop", "CoOp", True),
     ("cocoop", "CoCoOp", True),
@@ -42,10 +45,12 @@ def trainer_classes() -> dict[str, type]:
     return {name: getattr(importlib.import_module(f"{__name__}.{module}"), name) for module, name, _ in TRAINERS}
 
 
-def register_all() -> list[str]:
-    """Register every entry of :data:`TRAINERS` (idempotent); return the names now bound to our classes."""
-    baseline = {name: is_baseline for _, name, is_baseline in TRAINERS}
-    ours = [name for name, cls in trainer_classes().items() if register(cls, baseline[name])]
+def register_all(include_baselines: bool = False) -> list[str]:
+    """Register our methods, and with ``include_baselines`` the baselines where their names are free
+    (idempotent); return the names now bound to our classes."""
+    classes = trainer_classes()
+    ours = [name for _, name, baseline in TRAINERS
+            if (include_baselines or not baseline) and register(classes[name], baseline)]
     warn_skipped(stacklevel=3)
     return ours
 
