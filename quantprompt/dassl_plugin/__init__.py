@@ -56,17 +56,9 @@ def register_all(include_baselines: bool = False) -> list[str]:
 
 
 register_all()
-
-from .cocoop import CoCoOp  # noqa: E402
-from .coop import CoOp, NoiseCoOp  # noqa: E402
-from .maple import MaPLe  # noqa: E402
-from .qcocoop import QCoCoOp  # noqa: E402
-from .qcoop import QCoOp  # noqa: E402
-from .qmaple import QMaPLe  # noqa: E402
-from .zsclip import ZeroshotCLIP  # noqa: E402
+globals().update(trainer_classes())  # qp.QCoOp ... : the classes of TRAINERS, without a second list
 
 __all__ = [
-    "TRAINERS", "CoCoOp", "CoOp", "MaPLe", "NoiseCoOp", "PromptTrainer", "QCoCoOp", "QCoOp", "QMaPLe",
-    "ZeroshotCLIP", "extend_cfg", "patch_dassl_for_new_torch", "register", "register_all", "skipped_baselines",
-    "trainer_classes", "validate_cfg",
+    "TRAINERS", "PromptTrainer", "extend_cfg", "patch_dassl_for_new_torch", "register", "register_all",
+    "skipped_baselines", "trainer_classes", "validate_cfg", *(name for _, name, _ in TRAINERS),
 ]
