@@ -105,7 +105,8 @@ def reset_cfg(cfg: Any, args: argparse.Namespace) -> None:
 
 def extend_cfg(cfg: Any) -> Any:
     """Add the config keys of the prompt-learning methods to Dassl's default tree: CoOp's and MaPLe's
-    ``extend_cfg`` (spelled out as they do), then ours under ``TRAINER.QPROMPT`` from ``trainers.config``.
+    ``extend_cfg`` (spelled out as they do), then ours under ``TRAINER.QPROMPT`` from the plugin's own
+    ``extend_cfg`` (the one line a foreign CoOp/MaPLe ``train.py`` adds, see docs/existing-checkout.md).
 
     yacs refuses a YAML key the tree does not hold, so the method configs only merge after this ran.
     """
@@ -132,10 +133,11 @@ def extend_cfg(cfg: Any) -> Any:
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
 
     # Ours, TRAINER.QPROMPT.* (BITS, TARGETS, NORM, MODE, KMEANS_BACKEND, PER_ROW, CAC.*, NOISE_STD), and the
-    # trainers' extra keys come from trainers/config.py: one source for their defaults, shared with the
-    # trainers (which read them) and with pipelines that use our trainers from their own train.py.
-    trainer_config = importlib.import_module("trainers.config")
-    trainer_config.extend_cfg(cfg)  # adds only the keys missing above
+    # trainers' extra keys come from quantprompt/dassl_plugin/config.py: one source for their defaults, shared
+    # with the trainers (which read them) and with pipelines that use our trainers from their own train.py.
+    from quantprompt.dassl_plugin.config import extend_cfg as extend_quantprompt_cfg
+
+    extend_quantprompt_cfg(cfg)  # adds only the keys missing above
     return cfg
 
 

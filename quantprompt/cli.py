@@ -6,6 +6,7 @@
     quantprompt results OUTPUT_ROOT --table base2new --format github     # = tools/parse_test_res.py
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
     quantprompt grid base2new --methods qcoop,coop --jobs 4 [--data DIR]  # = python -m quantprompt.grid
+    quantprompt configs [QCoOp | QCoOp/vit_b16_ctxv1 | datasets/caltech101]  # our YAML configs' paths
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
 """
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("prompt")
     i.add_argument("--json", action="store_true")
 
+    g = sub.add_parser("configs", help="path of our configs folder, a trainer's config names, or one config's path")
+    g.add_argument("name", nargs="?", default="",
+                   help="nothing: the folder; a trainer (QCoOp): its config names; QCoOp/vit_b16_ctxv1: the file")
+
     sub.add_parser("results", help="tables from an output tree (see tools/parse_test_res.py)", add_help=False)
     sub.add_parser("plot", help="the paper's figures (see tools/plot.py)", add_help=False)
     sub.add_parser("grid", help="run a benchmark grid on GPUs or SLURM (see docs/grid.md)", add_help=False)
@@ -75,6 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return grid_main(argv[1:], prog="quantprompt grid")
     args = build_parser().parse_args(argv)
+    if args.command == "configs":
+        return _configs(args.name)
     from quantprompt import deploy
 
     try:
@@ -99,6 +106,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             tops = "  ".join(f"{name} ({prob * 100:.1f}%)" for name, prob in pred.topk)
             print(f"{pred.image}: {tops}")
+    return 0
+
+
+def _configs(name: str) -> int:
+    """``quantprompt configs``: print a path (for ``--config-file $(quantprompt configs QCoOp/...)``) or names."""
+    from quantprompt import configs
+
+    try:
+        if not name:
+            print(configs.configs_dir())
+        elif name.strip("/") == "datasets":
+            print("\n".join(sorted(p.stem for p in (configs.configs_dir() / "datasets").glob("*.yaml"))))
+        elif name.strip("/") == "trainers":
+            print("\n".join(sorted(p.name for p in (configs.configs_dir() / "trainers").iterdir() if p.is_dir())))
+        elif "/" not in name.strip("/"):
+            names = configs.available(name.strip("/"))
+            if not names:
+                configs.resolve(name)  # raises, listing the trainers that exist
+            print("\n".join(names))
+        else:
+            print(configs.resolve(name))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

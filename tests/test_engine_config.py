@@ -155,9 +155,9 @@ def test_extend_cfg_adds_reference_and_qprompt_keys() -> None:
 
 
 def test_extend_cfg_agrees_with_trainers_defaults() -> None:
-    """train.py spells CoOp's keys out as CoOp does; trainers/config.py (the source of TRAINER.QPROMPT) agrees."""
+    """train.py spells CoOp's keys out as CoOp does; the plugin's config.py (source of TRAINER.QPROMPT) agrees."""
     train = _load_train_module()
-    from trainers import config as tconfig
+    from quantprompt.dassl_plugin import config as tconfig
 
     cfg = train.extend_cfg(get_cfg_default())
     for dotted, default in tconfig.DEFAULTS.items():

@@ -17,9 +17,9 @@ os.environ.setdefault("QUANTPROMPT_BACKEND", "engine")
 
 import train  # noqa: E402
 import trainers  # noqa: E402
+from quantprompt.dassl_plugin import config as tcfg  # noqa: E402
+from quantprompt.dassl_plugin.base import validate_cfg  # noqa: E402
 from quantprompt.engine.compat import TRAINER_REGISTRY, get_cfg_default  # noqa: E402
-from trainers import config as tcfg  # noqa: E402
-from trainers.base import validate_cfg  # noqa: E402
 
 ALL = ["CoOp", "CoCoOp", "MaPLe", "ZeroshotCLIP", "NoiseCoOp", "QCoOp", "QCoCoOp", "QMaPLe"]
 NODE = {"CoOp": "COOP", "QCoOp": "COOP", "NoiseCoOp": "COOP", "CoCoOp": "COCOOP", "QCoCoOp": "COCOOP",
@@ -186,5 +186,27 @@ def test_baselines_give_way_to_an_existing_registration() -> None:
                          check=True, cwd=str(REPO)).stdout.splitlines()
     assert out[0] == "1"
     assert "CoOp" in out[1] and "MaPLe" in out[1]
-    assert out[2] == "True trainers.qcoop"
+    assert out[2] == "True quantprompt.dassl_plugin.qcoop"
     assert out[3] == "['CoOp', 'MaPLe']"
+
+
+def test_plugin_import_registers_only_our_methods_in_any_order() -> None:
+    """``import quantprompt.dassl_plugin`` (a foreign train.py's line) leaves the baseline names to the host, so
+    the host may register its own CoOp after it; the baselines come only with register_all(include_baselines)."""
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "from quantprompt.engine.compat import TRAINER_REGISTRY, TrainerX\n"
+        "import quantprompt.dassl_plugin as qp\n"
+        "print(sorted(n for n in TRAINER_REGISTRY.registered_names()))\n"
+        "@TRAINER_REGISTRY.register()\n"
+        "class CoOp(TrainerX): pass\n"
+        "print(TRAINER_REGISTRY.get('CoOp') is CoOp, qp.register_all())\n"
+        "warnings.simplefilter('ignore')\n"
+        "print(qp.register_all(include_baselines=True), qp.skipped_baselines())\n"
+    )
+    env = dict(os.environ, QUANTPROMPT_BACKEND="engine")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=str(REPO)).stdout.splitlines()
+    assert out[0] == "['NoiseCoOp', 'QCoCoOp', 'QCoOp', 'QMaPLe']"
+    assert out[1] == "True ['NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe']"
+    assert out[2] == "['CoCoOp', 'MaPLe', 'ZeroshotCLIP', 'NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe'] ['CoOp']"

@@ -1,30 +1,12 @@
-"""Dassl trainers of QuantPrompt: importing this package registers them in ``TRAINER_REGISTRY``.
+"""CoOp's ``trainers`` package, kept for this repository's layout (``train.py`` imports it as CoOp's does).
 
-QCoOp, QCoCoOp, QMaPLe (quantized prompts), NoiseCoOp (Gaussian-noise prompts) and the baselines CoOp, CoCoOp,
-MaPLe, ZeroshotCLIP. In a pipeline that already registered a baseline name (a CoOp or MaPLe checkout), ours
-stays unregistered and one warning says so. :func:`extend_cfg` adds the config keys they read.
+The classes live in the installed package, :mod:`quantprompt.dassl_plugin`, so that a foreign CoOp, MaPLe or
+PromptSRC checkout (whose own ``trainers`` package takes this name) can import them too. Importing this
+package registers all of them in ``TRAINER_REGISTRY``, the baselines included (where a pipeline registered its
+own baseline first, that one is kept, with one warning); this is a re-export, not a second copy of any class.
 """
 
-from . import base as _base
+from quantprompt.dassl_plugin import *  # noqa: F401,F403
+from quantprompt.dassl_plugin import __all__, register_all  # noqa: F401  (the same public names)
 
-_base._DEFER[0] = True
-try:
-    from . import cocoop, coop, maple, qcocoop, qcoop, qmaple, zsclip  # noqa: F401  (registration)
-finally:
-    _base._DEFER[0] = False
-    _base._warn_skipped()
-
-from .base import PromptTrainer, skipped_baselines, validate_cfg  # noqa: E402
-from .cocoop import CoCoOp  # noqa: E402
-from .config import extend_cfg  # noqa: E402
-from .coop import CoOp, NoiseCoOp  # noqa: E402
-from .maple import MaPLe  # noqa: E402
-from .qcocoop import QCoCoOp  # noqa: E402
-from .qcoop import QCoOp  # noqa: E402
-from .qmaple import QMaPLe  # noqa: E402
-from .zsclip import ZeroshotCLIP  # noqa: E402
-
-__all__ = [
-    "CoCoOp", "CoOp", "MaPLe", "NoiseCoOp", "PromptTrainer", "QCoCoOp", "QCoOp", "QMaPLe", "ZeroshotCLIP",
-    "extend_cfg", "skipped_baselines", "validate_cfg",
-]
+register_all(include_baselines=True)

@@ -18,10 +18,7 @@ from quantprompt.clip._openai import openai_clip
 
 @lru_cache(maxsize=1)
 def _tokenizer():  # the BPE vocabulary takes ~0.3 s to load: do it once
-    openai_clip()
-    from clip.simple_tokenizer import SimpleTokenizer
-
-    return SimpleTokenizer()
+    return openai_clip().simple_tokenizer.SimpleTokenizer()
 
 
 def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:

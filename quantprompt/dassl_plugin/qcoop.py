@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .base import register
 from .coop import CoOp
 
 
@@ -11,6 +10,3 @@ class QCoOp(CoOp):
 
     METHOD = "qcoop"
     QUANTIZED = True
-
-
-register(QCoOp, baseline=False)

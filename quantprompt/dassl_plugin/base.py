@@ -33,18 +33,19 @@ from torch import nn
 from quantprompt.engine.compat import (
     TRAINER_REGISTRY,
     DataManager,
+    SafeCheckpointMixin,
     TrainerX,
-    build_lr_scheduler,
     build_optimizer,
     compute_accuracy,
     load_checkpoint,
     load_pretrained_weights,
     set_random_seed,
 )
+from quantprompt.engine.optim import build_lr_scheduler
 
 from . import config as tcfg
 
-__all__ = ["PromptTrainer", "register", "skipped_baselines", "validate_cfg"]
+__all__ = ["PromptTrainer", "register", "skipped_baselines", "validate_cfg", "warn_skipped"]
 
 PRECISIONS = ("fp16", "fp32", "amp")
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -57,11 +58,11 @@ RECLUSTER = ("cac", "always", "never")
 # registration: our baselines give way to a CoOp/MaPLe checkout's own classes, and say so once
 # ----------------------------------------------------------------------------------------------------------
 _SKIPPED: list[str] = []
-_DEFER = [False]
 _WARNED = [False]
 
 
-def _warn_skipped() -> None:
+def warn_skipped(stacklevel: int = 2) -> None:
+    """One warning per process listing the baselines that stayed unregistered (see :func:`register`)."""
     if _SKIPPED and not _WARNED[0]:
         _WARNED[0] = True
         names = ", ".join(_SKIPPED)
@@ -69,7 +70,7 @@ def _warn_skipped() -> None:
             f"quantprompt trainers: {names} already registered in TRAINER_REGISTRY by another package; "
             f"kept those, ours stay unregistered (the Q-trainers are registered as usual).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
 
 
@@ -81,30 +82,29 @@ def _same_source(a: Any, b: type) -> bool:
         return False
 
 
-def register(cls: type, baseline: bool) -> type:
-    """Register ``cls`` in ``TRAINER_REGISTRY`` under its class name.
+def register(cls: type, baseline: bool) -> bool:
+    """Register ``cls`` in ``TRAINER_REGISTRY`` under its class name; return whether ours is the entry now.
 
     A baseline (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) whose name is already taken keeps the existing entry:
     the pipeline it was imported into (a CoOp or MaPLe checkout) registered its own, and replacing it would
-    change that pipeline's results. One warning lists every such name. Our own names (QCoOp ...) taken by a
+    change that pipeline's results; :func:`warn_skipped` then names it. Our own names (QCoOp ...) taken by a
     different class are an error: two plugins would silently disagree about what ``--trainer QCoOp`` means.
     """
     name = cls.__name__
     if name in TRAINER_REGISTRY.registered_names():
         existing = TRAINER_REGISTRY.get(name)
         if existing is cls or _same_source(existing, cls):
-            return cls  # the same module imported twice (e.g. under two package paths)
+            return True  # the same module imported twice (e.g. under two package paths)
         if not baseline:
             raise KeyError(
                 f"trainer name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
                 f"remove that plugin or rename one of the two classes"
             )
-        _SKIPPED.append(name)
-        if not _DEFER[0]:
-            _warn_skipped()
-        return cls
+        if name not in _SKIPPED:
+            _SKIPPED.append(name)
+        return False
     TRAINER_REGISTRY.register(cls)
-    return cls
+    return True
 
 
 def skipped_baselines() -> list[str]:
@@ -225,8 +225,13 @@ class _Holder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # the trainer
 # ----------------------------------------------------------------------------------------------------------
-class PromptTrainer(TrainerX):
-    """Base class of all prompt trainers; subclasses set the class attributes below."""
+class PromptTrainer(SafeCheckpointMixin, TrainerX):
+    """Base class of all prompt trainers; subclasses set the class attributes below.
+
+    Under either backend the LR schedule comes from :mod:`quantprompt.engine.optim` (Dassl's LRs, epoch for
+    epoch, and a warmup that runs on torch >= 2.7, where Dassl's own warmup wrapper fails to construct), and
+    checkpoints are written and resumed by :class:`SafeCheckpointMixin` (weights_only-loadable files).
+    """
 
     METHOD: str = ""  # quantprompt.prompting.build name
     NODE: Optional[str] = "COOP"  # config node under TRAINER

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .base import register
 from .cocoop import CoCoOp
 
 
@@ -11,6 +10,3 @@ class QCoCoOp(CoCoOp):
 
     METHOD = "qcocoop"
     QUANTIZED = True
-
-
-register(QCoCoOp, baseline=False)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import config as tcfg
-from .base import PromptTrainer, register, validate_cfg
+from .base import PromptTrainer, validate_cfg
 
 
 class ZeroshotCLIP(PromptTrainer):
@@ -42,6 +42,3 @@ class ZeroshotCLIP(PromptTrainer):
     def train(self) -> None:  # type: ignore[override]
         print("ZeroshotCLIP has nothing to train: evaluating")
         self.test()
-
-
-register(ZeroshotCLIP, baseline=True)

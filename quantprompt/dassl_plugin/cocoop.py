@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PromptTrainer, register
+from .base import PromptTrainer
 
 
 class CoCoOp(PromptTrainer):
@@ -12,6 +12,3 @@ class CoCoOp(PromptTrainer):
     NODE = "COCOOP"
     MODEL_NAME = "prompt_learner"
     REPORT_ACC = False  # CoCoOp's trainer logs the loss only
-
-
-register(CoCoOp, baseline=True)

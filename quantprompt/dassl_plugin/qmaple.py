@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .base import register
 from .maple import MaPLe
 
 
@@ -11,6 +10,3 @@ class QMaPLe(MaPLe):
 
     METHOD = "qmaple"
     QUANTIZED = True
-
-
-register(QMaPLe, baseline=False)

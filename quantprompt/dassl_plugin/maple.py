@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PromptTrainer, register
+from .base import PromptTrainer
 
 
 class MaPLe(PromptTrainer):
@@ -17,6 +17,3 @@ class MaPLe(PromptTrainer):
     NODE = "MAPLE"
     MODEL_NAME = "MultiModalPromptLearner"
     REPORT_ACC = False  # MaPLe's trainer logs the loss only
-
-
-register(MaPLe, baseline=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import PromptTrainer, register
+from .base import PromptTrainer
 
 
 class CoOp(PromptTrainer):
@@ -22,7 +22,3 @@ class NoiseCoOp(CoOp):
 
     METHOD = "noisecoop"
     NOISE = True
-
-
-register(CoOp, baseline=True)
-register(NoiseCoOp, baseline=False)
