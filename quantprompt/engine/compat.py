@@ -21,7 +21,7 @@ if _requested not in _VALID:
 if _requested == "dassl" and importlib.util.find_spec("dassl") is None:
     raise ImportError(
         "QUANTPROMPT_BACKEND=dassl but Dassl.pytorch is not importable; install it from its public repository "
-        "(see README, 'Optional: Dassl.pytorch') or set QUANTPROMPT_BACKEND=engine."
+        "(see docs/engine.md, 'Optional: Dassl.pytorch') or set QUANTPROMPT_BACKEND=engine."
     )
 
 BACKEND = "dassl" if _requested == "dassl" or (_requested == "auto" and importlib.util.find_spec("dassl")) else "engine"

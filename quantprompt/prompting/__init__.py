@@ -36,7 +36,7 @@ def build(name: str, clip_model: nn.Module, classnames: Sequence[str], **options
     """Build prompt model ``name`` on ``clip_model`` for ``classnames``.
 
     Converts ``clip_model`` in place to ``precision`` (CoOp's PREC; fp16 on CPU becomes fp32 with a
-    warning) and freezes it. Options: see README (n_ctx, ctx_init, csc, class_token_position,
+    warning) and freezes it. Options: see docs/prompting.md (n_ctx, ctx_init, csc, class_token_position,
     prompt_depth, precision, template/dataset/ensemble, bits/targets/... for q-models, noise_std).
     Unknown names or options raise ValueError listing the valid ones.
     """
