@@ -17,6 +17,7 @@ __all__ = ["CALIBRATORS", "calibrate", "choose_range"]
 
 CALIBRATORS = ("minmax", "percentile", "mse")
 PERCENTILE = 99.99  # of the observed values, at each end
+MAX_SAMPLE = 1 << 14  # values per quantizer the percentile / MSE search looks at (strided, deterministic)
 MSE_SHRINK = tuple(1.0 - 0.05 * i for i in range(15))  # clipping ratios tried by the MSE calibrator
 
 
@@ -36,6 +37,7 @@ def choose_range(quantizer: ActQuant, method: str) -> tuple[float, float]:
     if method == "minmax":
         return lo, hi
     sample = torch.cat(quantizer.samples)
+    sample = sample[:: max(1, sample.numel() // MAX_SAMPLE)]
     if method == "percentile":
         k_lo = max(1, int(round(sample.numel() * (100.0 - PERCENTILE) / 100.0)))
         k_hi = max(1, sample.numel() - k_lo + 1)

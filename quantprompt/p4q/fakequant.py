@@ -97,7 +97,7 @@ class ActQuant(nn.Module):
         z = self.zero_point.to(x.dtype)
         return (torch.clamp(torch.round(x / s) + z, 0, self.levels) - z) * s
 
-    def observe(self, x: Tensor, max_samples: int = 1 << 15) -> None:
+    def observe(self, x: Tensor, max_samples: int = 1 << 12) -> None:
         flat = x.detach().reshape(-1).to(torch.float32)
         lo, hi = float(flat.min()), float(flat.max())
         self.lo = lo if self.lo is None else min(self.lo, lo)
