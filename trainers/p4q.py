@@ -15,7 +15,16 @@ import torch
 from quantprompt.engine.compat import build_transform, compute_accuracy, load_checkpoint
 
 from . import config as tcfg
-from .base import PromptTrainer, _check_bool, _check_choice, _check_float, _check_int, _check_str, _fail, register
+from .base import (
+    PromptTrainer,
+    _check_bool,
+    _check_choice,
+    _check_float,
+    _check_int,
+    _check_str,
+    _fail,
+    register,
+)
 
 P4Q_NODE = "TRAINER.P4Q"
 CALIBRATORS = ("minmax", "percentile", "mse")

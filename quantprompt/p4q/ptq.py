@@ -53,7 +53,7 @@ def _set(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def quantized_clip(clip_model: nn.Module, weight_bits: int = 8, act_bits: int = 8, per_channel: bool = True,
-                   fp_encoder: str = "none") -> tuple[nn.Module, "OrderedDict[str, ActQuant]"]:
+                   fp_encoder: str = "none") -> tuple[nn.Module, OrderedDict[str, ActQuant]]:
     """(student CLIP sharing ``clip_model``'s weights, {layer name: its input ActQuant}) -- see module doc."""
     if fp_encoder not in FP_ENCODERS:
         raise ValueError(f"fp_encoder={fp_encoder!r} is not one of {', '.join(FP_ENCODERS)}")
