@@ -96,6 +96,12 @@ class P4Q(PromptModel):
         teacher_ctx: Optional[Tensor] = None,
     ) -> None:
         check_options(weight_bits, act_bits, fp_encoder, adapter_bits, prompt_bits)
+        #: what ``prompting.build('p4q', ...)`` needs to rebuild this model (the export stores it)
+        self.build_options: dict[str, Any] = dict(
+            n_ctx=n_ctx, ctx_init=ctx_init, csc=bool(csc), class_token_position=class_token_position,
+            precision=precision, weight_bits=weight_bits, act_bits=act_bits, per_channel=bool(per_channel),
+            fp_encoder=fp_encoder, adapter_ratio=adapter_ratio, adapter_alpha=float(adapter_alpha),
+            adapter_bits=adapter_bits, prompt_bits=prompt_bits, dataset=dataset)
         super().__init__(clip_model, precision)
         self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, bool(per_channel)
         self.fp_encoder = fp_encoder
