@@ -7,14 +7,16 @@ ViT-B/32 shapes with random weights (speed and size do not depend on the values)
    ``p4q_file_ratio_w8`` / ``_w4`` = export file bytes / fp32 file bytes.
 3. Image-encoding time, ``--threads`` threads each (default 1 vs 1; the box may be shared, so runs are
    interleaved and the best of ``--repeats`` counts): fp32 CLIP's image encoder against the exported 8-bit
-   model loaded back and run on PyTorch's dynamic int8 kernels (``p4q_cpu_speedup_int8``), and against
-   torchao's int8-dynamic-activation int8-weight path on the same weights when torchao is importable
-   (``p4q_cpu_speedup_torchao``).
+   model loaded back and run on FBGEMM int8 GEMMs with the calibrated activation ranges
+   (``p4q_cpu_speedup_int8``, the backend ``quantprompt classify --int8`` uses), on PyTorch's dynamic int8
+   Linear (``p4q_cpu_speedup_int8_dynamic``) and, with ``--torchao``, torchao's int8-dynamic-activation
+   int8-weight path on the same weights (``p4q_cpu_speedup_torchao``).
 4. ``p4q_prediction_agreement``: share of test images whose class under the int8 model equals the simulated-
-   quantization model's (the trained-and-calibrated P4Q model in fake-quant), over ``--test-images`` images.
+   quantization model's (the calibrated P4Q model in fake quantization), over ``--test-images`` images
+   (``_dynamic``: the same for the dynamic path).
 
-    python bench/p4q.py                  # ~2-4 min on one core
-    python bench/p4q.py --threads 2 --skip-torchao
+    python bench/p4q.py                  # ~5 min on one free core
+    python bench/p4q.py --threads 2 --torchao
 
 Ends with ``name: value`` lines.
 """
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--calib-images", type=int, default=8)
-    parser.add_argument("--skip-torchao", action="store_true")
+    parser.add_argument("--torchao", action="store_true",
+                        help="also time torchao's int8 path (slow on CPUs without VNNI: ~15x slower than fp32 here)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from quantprompt import clip as qclip
     from quantprompt import prompting
-    from quantprompt.p4q.backend import int8_image_encoder
+    from quantprompt.p4q.backend import int8_image_encoder, kernel_levels
     from quantprompt.p4q.export import export_p4q, load_p4q
 
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -136,8 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     int8 = int8_image_encoder(loaded)
 
     batch = images(args.batch, args.seed + 2)
-    encoders: dict[str, Callable[[Any], Any]] = {"fp32": clip.visual, "int8": int8}
-    if not args.skip_torchao:
+    dynamic = int8_image_encoder(loaded, dynamic=True)
+    encoders: dict[str, Callable[[Any], Any]] = {"fp32": clip.visual, "int8": int8, "int8_dynamic": dynamic}
+    if args.torchao:
         try:
             encoders["torchao"] = torchao_encoder(loaded)
         except ImportError as err:
@@ -153,10 +157,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, seconds in best.items():
         print(f"  image encoding {name:8s} {args.batch / seconds:7.2f} images/s (best of {args.repeats})")
     figures["p4q_cpu_speedup_int8"] = best["fp32"] / best["int8"]
+    figures["p4q_cpu_speedup_int8_dynamic"] = best["fp32"] / best["int8_dynamic"]
     if "torchao" in best:
         figures["p4q_cpu_speedup_torchao"] = best["fp32"] / best["torchao"]
 
-    agree = total = 0
+    agree = {"int8": 0, "int8_dynamic": 0}
+    total = 0
     classes_seen: set[int] = set()
     with torch.no_grad():
         text = simulated.text_features().float()
@@ -164,14 +170,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for start in range(0, args.test_images, args.batch):
             x = images(min(args.batch, args.test_images - start), args.seed + 100 + start)
             sim = simulated(x).argmax(-1)
-            feats = int8(x)
-            feats = feats / feats.norm(dim=-1, keepdim=True)
-            real = (scale * feats @ text.t()).argmax(-1)
-            agree += int((sim == real).sum())
+            for name in agree:
+                feats = encoders[name](x)
+                feats = feats / feats.norm(dim=-1, keepdim=True)
+                agree[name] += int((sim == (scale * feats @ text.t()).argmax(-1)).sum())
             total += int(sim.numel())
             classes_seen |= set(sim.tolist())
-    figures["p4q_prediction_agreement"] = agree / total
-    print(f"int8 vs simulated predictions: {agree}/{total} equal ({len(classes_seen)} distinct classes predicted)")
+    figures["p4q_prediction_agreement"] = agree["int8"] / total
+    figures["p4q_prediction_agreement_dynamic"] = agree["int8_dynamic"] / total
+    print(f"int8 vs simulated predictions: {agree['int8']}/{total} equal (dynamic path: {agree['int8_dynamic']}; "
+          f"{len(classes_seen)} distinct classes predicted); int8 activation levels: {kernel_levels()}")
     for key, value in figures.items():
         print(f"{key}: {value:.4g}")
     return figures

@@ -163,7 +163,41 @@ def test_int8_backend_uses_the_exported_codes(exports: dict) -> None:
     model = exports[8][0]
     enc = int8_image_encoder(model)
     layer = enc.visual.transformer.resblocks[0].attn.in_proj
-    assert isinstance(layer, DynamicLinear)
     source = model.image_encoder.transformer.resblocks[0].attn.in_proj
-    weight, _ = layer._weight_bias()
-    assert torch.equal(weight.int_repr(), weight_codes(source.weight, source.w_scale, 8))
+    assert torch.equal(layer.qweight.int_repr(), weight_codes(source.weight, source.w_scale, 8))
+    unpacked, bias = layer.packed.unpack()  # what FBGEMM holds after prepacking
+    assert torch.equal(unpacked.int_repr(), layer.qweight.int_repr()) and torch.equal(bias, source.bias)
+    dynamic = int8_image_encoder(model, dynamic=True).visual.transformer.resblocks[0].attn.in_proj
+    assert isinstance(dynamic.inner, DynamicLinear)
+    assert torch.equal(dynamic.inner._weight_bias()[0].int_repr(), layer.qweight.int_repr())
+
+
+def test_int8_kernels_compute_the_simulated_model_exactly_on_their_grid() -> None:
+    """With 7-bit activations (a grid every x86 int8 GEMM computes without saturation) an int8 layer equals the
+    simulated layer up to float rounding, inputs outside the calibrated range included; a whole 24-layer
+    encoder stays within rounding except where a value sits on a rounding boundary."""
+    from quantprompt.p4q.backend import int8_image_encoder, int8_linear
+    from quantprompt.p4q.fakequant import ActQuant, fake_quant_weight, weight_scale
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 256, generator=gen) * 0.05
+    act = ActQuant(7)
+    act.set_range(-3.0, 2.5)
+    x = torch.randn(32, 256, generator=gen) * 1.5  # some inputs beyond the range: clamped like the simulation
+    expected = torch.nn.functional.linear(act.quantize(x), fake_quant_weight(w, weight_scale(w, 8), 8))
+    assert torch.allclose(int8_linear(w, weight_scale(w, 8), None, act, 127)(x), expected, atol=1e-5, rtol=0)
+
+    torch.manual_seed(0)
+    model = prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32", prompt_bits=4,
+                            act_bits=7)
+    model.calibrate([images(8, 2)], "minmax")
+    model.eval()
+    x = images(6, 9)
+    with torch.no_grad():
+        expected = model.encode_image(x)
+        got = int8_image_encoder(model)(x)
+    close = ((got - expected).abs() < 1e-4).float().mean()
+    assert close > 0.75 and torch.nn.functional.cosine_similarity(got, expected).min() > 0.999, close
+    with pytest.raises(ValueError, match="keeps it in full precision"):
+        int8_image_encoder(prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32",
+                                           prompt_bits=4, fp_encoder="image"))

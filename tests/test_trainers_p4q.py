@@ -46,7 +46,7 @@ def p4q_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     old = torch.get_num_threads()
     torch.set_num_threads(1)  # module-scoped: set up before the function-scoped thread fixture
     try:
-        run(argv(data, "P4Q", out, *OPTS, sub="all"))
+        run(argv(data, "P4Q", out, *OPTS, "TRAINER.P4Q.EXPORT", "True", sub="all"))
     finally:
         torch.set_num_threads(old)
     return out
@@ -76,6 +76,11 @@ def test_trains_end_to_end(p4q_run: Path) -> None:
     blob = (folder / "model.qpt-4").read_bytes()
     meta = quant.read_metadata(blob)
     assert meta["method"] == "p4q" and meta["bits"] == 4 and meta["options"]["weight_bits"] == 8
+    assert re.search(r"P4Q export saved to .*model\.p4q\.safetensors \(\d+ bytes, 0\.\d+ x the fp32 CLIP\)", log)
+    from quantprompt.p4q.export import read_config
+
+    config = read_config(p4q_run / "model.p4q.safetensors")
+    assert config["clip"] == "tiny-vit" and len(config["classnames"]) == 4
     assert set(quant.size_report(blob)["tensors"]) == {"prompt_learner.ctx", "prompt_learner.adapter.fc1.weight",
                                                        "prompt_learner.adapter.fc2.weight"}
 

@@ -50,6 +50,7 @@ def validate_p4q_cfg(cfg: Any) -> None:
     _check_float(cfg, f"{n}.T", 0.0)
     if tcfg.get(cfg, f"{n}.T") <= 0:
         _fail(f"{n}.T", tcfg.get(cfg, f"{n}.T"), "is out of range (must be > 0)")
+    _check_bool(cfg, f"{n}.EXPORT")
     _check_str(cfg, f"{n}.TEACHER")
     teacher = tcfg.get(cfg, f"{n}.TEACHER")
     if teacher and not osp.isfile(teacher):
@@ -147,6 +148,21 @@ class P4Q(PromptTrainer):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
+
+    def after_train(self) -> None:
+        if tcfg.get(self.cfg, f"{P4Q_NODE}.EXPORT"):
+            self.export(osp.join(self.output_dir, "model.p4q.safetensors"))
+        super().after_train()
+
+    def export(self, path: str) -> dict[str, int]:
+        """The trained model as a real low-bit file (see docs/p4q.md); returns its size figures."""
+        from quantprompt.p4q.export import export_p4q
+
+        info = export_p4q(self.model, path, extra={"clip": str(self.cfg.MODEL.BACKBONE.NAME),
+                                                   "dataset": str(self.cfg.DATASET.NAME)})
+        print(f"P4Q export saved to {path} ({info['file_bytes']} bytes, "
+              f"{info['file_bytes'] / info['fp32_clip_bytes']:.3f} x the fp32 CLIP)")
+        return info
 
     def qpt_metadata(self) -> dict[str, Any]:
         meta = super().qpt_metadata()
