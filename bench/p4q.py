@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--torchao", action="store_true",
                         help="also time torchao's int8 path (slow on CPUs without VNNI: ~15x slower than fp32 here)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--act-bits", type=int, default=8,
+                        help="activation bits of the simulated model (7: the grid int8 GEMMs without VNNI compute)")
     args = parser.parse_args(argv)
 
     import torch
@@ -125,13 +127,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         paths = {}
         for bits in (8, 4):
             model = prompting.build("p4q", clip, CLASSES, n_ctx=4, ctx_init="a photo of a", precision="fp32",
-                                    weight_bits=bits)
+                                    weight_bits=bits, act_bits=args.act_bits)
             model.calibrate(calib, "mse")
             model.eval()
             paths[bits] = os.path.join(tmp, f"p4q_w{bits}.safetensors")
             info = export_p4q(model, paths[bits])
             figures[f"p4q_file_ratio_w{bits}"] = info["file_bytes"] / fp32_bytes
-            print(f"P4Q W{bits}A8 export: {info['file_bytes'] / 2**20:.1f} MiB "
+            print(f"P4Q W{bits}A{args.act_bits} export: {info['file_bytes'] / 2**20:.1f} MiB "
                   f"({figures[f'p4q_file_ratio_w{bits}']:.3f} x fp32)")
             if bits == 8:
                 simulated = model
