@@ -85,6 +85,16 @@ def test_trains_end_to_end(p4q_run: Path) -> None:
                                                        "prompt_learner.adapter.fc2.weight"}
 
 
+def test_results_size_column_reads_the_packed_prompt_and_adapter(p4q_run: Path) -> None:
+    from quantprompt.results.sizes import format_kb, run_size
+
+    info, problem = run_size(p4q_run, "P4Q")
+    blob = (p4q_run / "prompt_learner" / "model.qpt-4").read_bytes()
+    assert problem is None and info is not None and info.source == "qpt"
+    assert info.payload_bytes == quant.size_report(blob)["payload_bytes"] > 0
+    assert format_kb(info.payload_bytes).endswith("KB")
+
+
 def test_eval_only_reproduces_the_final_accuracy(p4q_run: Path, data: Path, tmp_path: Path) -> None:
     log = run(argv(data, "P4Q", tmp_path / "eval", *OPTS, sub="all",
                    extra=("--model-dir", str(p4q_run), "--load-epoch", "4", "--eval-only")))
