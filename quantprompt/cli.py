@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--int8", action="store_true",
                    help="P4Q export at 8 bits: encode images with PyTorch's int8 kernels (CPU)")
 
-    i = sub.add_parser("inspect", help="metadata and size breakdown of a packed prompt (.qpt)")
+    i = sub.add_parser("inspect", help="metadata and size breakdown of a packed prompt (.qpt) or a P4Q export")
     i.add_argument("prompt")
     i.add_argument("--json", action="store_true")
 
@@ -77,6 +77,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.command == "inspect":
+            from quantprompt.p4q.export import inspect_export, is_p4q_file
+
+            if is_p4q_file(args.prompt):
+                info = inspect_export(args.prompt)
+                print(json.dumps(info, indent=1, default=str) if args.json else
+                      "\n".join(f"{k}: {v}" for k, v in info.items()))
+                return 0
             info = deploy.inspect_qpt(args.prompt)
             print(json.dumps(info, indent=1, default=str) if args.json else deploy.inspect_text(info))
             return 0

@@ -146,6 +146,10 @@ def test_classify_accepts_an_export(exports: dict, tmp_path: Path, capsys: pytes
         deploy.Classifier(exports[4][1], int8=True)
     with pytest.raises(deploy.DeployError, match="leave --clip out"):
         deploy.Classifier(path, clip="tiny-vit")
+    assert main(["inspect", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["file_bytes"] == path.stat().st_size and info["tensor_bytes"]["int8_codes"] > 0
+    assert info["n_classes"] == 3 and info["options"]["weight_bits"] == 8
     bad = tmp_path / "bad.safetensors"
     data = bytearray(path.read_bytes())
     data[-10] ^= 0x01

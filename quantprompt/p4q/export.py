@@ -34,7 +34,7 @@ from .layers import quantized_weights
 from .ptq import row_scale
 
 __all__ = ["ExportFormatError", "FORMAT", "VERSION", "export_p4q", "load_p4q", "is_p4q_file", "read_config",
-           "dequantized_state"]
+           "dequantized_state", "inspect_export"]
 
 FORMAT = "quantprompt-p4q"
 VERSION = "1"
@@ -188,6 +188,31 @@ def read_config(path: PathLike) -> dict[str, Any]:
     """The export's config (options, class names, shapes) after the integrity check."""
     meta, _ = _open(path)
     return json.loads(meta["config"])
+
+
+def inspect_export(path: PathLike) -> dict[str, Any]:
+    """Size breakdown of an export (after the integrity check): bytes of int8 codes, packed codes, scales,
+    fp32 tensors, activation ranges and the packed prompt/adapter, plus its config."""
+    meta, tensors = _open(path)
+    config = json.loads(meta["config"])
+    parts = {"int8_codes": 0, "packed_codes": 0, "scales": 0, "fp32": 0, "activation_ranges": 0, "learned_qpt": 0}
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        if name == "learned.qpt":
+            parts["learned_qpt"] += size
+        elif name.startswith("act."):
+            parts["activation_ranges"] += size
+        elif name.endswith(".scale"):
+            parts["scales"] += size
+        elif name.endswith(".packed"):
+            parts["packed_codes"] += size
+        elif t.dtype == torch.int8:
+            parts["int8_codes"] += size
+        else:
+            parts["fp32"] += size
+    return {"file": str(path), "file_bytes": Path(path).stat().st_size, "tensor_bytes": parts,
+            "quantized_tensors": len(config["shapes"]), "options": config["options"],
+            "n_classes": len(config["classnames"]), "clip": config.get("clip")}
 
 
 def dequantized_state(config: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Tensor]:
