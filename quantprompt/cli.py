@@ -2,6 +2,7 @@
 
     quantprompt classify --clip ViT-B/16 --prompt task.qpt [--classnames names.txt] IMAGE_OR_FOLDER... \\
         [--topk 5] [--text-cache task.text.safetensors] [--json]
+    quantprompt classify --prompt model.p4q.safetensors [--int8] IMAGE_OR_FOLDER...   # P4Q export
     quantprompt inspect task.qpt [--json]
     quantprompt results OUTPUT_ROOT --table base2new --format github     # = tools/parse_test_res.py
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("classify", help="top-k classes of images with CLIP + a packed prompt (.qpt)")
     c.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    c.add_argument("--prompt", required=True, help="packed prompt (.qpt) written by a quantized trainer")
+    c.add_argument("--prompt", required=True,
+                   help="packed prompt (.qpt) written by a quantized trainer, or a P4Q export (.safetensors)")
     c.add_argument(
         "--clip", help="CLIP spec (name, local file, HF folder, tiny-vit); default: the one in the .qpt"
     )
@@ -39,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", help="torch device (default cpu)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    c.add_argument("--int8", action="store_true",
+                   help="P4Q export at 8 bits: encode images with PyTorch's int8 kernels (CPU)")
 
-    i = sub.add_parser("inspect", help="metadata and size breakdown of a packed prompt (.qpt)")
+    i = sub.add_parser("inspect", help="metadata and size breakdown of a packed prompt (.qpt) or a P4Q export")
     i.add_argument("prompt")
     i.add_argument("--json", action="store_true")
 
@@ -86,6 +90,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.command == "inspect":
+            from quantprompt.p4q.export import inspect_export, is_p4q_file
+
+            if is_p4q_file(args.prompt):
+                info = inspect_export(args.prompt)
+                print(json.dumps(info, indent=1, default=str) if args.json else
+                      "\n".join(f"{k}: {v}" for k, v in info.items()))
+                return 0
             info = deploy.inspect_qpt(args.prompt)
             print(json.dumps(info, indent=1, default=str) if args.json else deploy.inspect_text(info))
             return 0
@@ -95,6 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             classnames=args.classnames,
             device=args.device,
             text_cache=args.text_cache,
+            int8=args.int8,
         )
         preds = clf.classify(args.images, topk=args.topk, batch_size=args.batch_size)
     except _errors() as err:

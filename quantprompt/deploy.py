@@ -176,6 +176,9 @@ class Classifier:
 
     >>> clf = Classifier("task.qpt", clip="ViT-B/16", text_cache="task.text.safetensors")
     >>> clf.classify(["cat.jpg"], topk=3)
+
+    ``prompt`` may also be a P4Q export (``quantprompt.p4q.export``), which holds its own low-bit CLIP;
+    ``int8=True`` then encodes images with PyTorch's int8 kernels (8-bit exports, CPU).
     """
 
     def __init__(
@@ -187,12 +190,24 @@ class Classifier:
         text_cache: Optional[PathLike] = None,
         clip_model: Any = None,
         preprocess: Any = None,
+        int8: bool = False,
     ) -> None:
         import torch
 
         from quantprompt import prompting, quant
 
         self.prompt_path = Path(prompt)
+        self.text_cache = Path(text_cache) if text_cache else None
+        self._text: Optional[Any] = None
+        self.text_passes = 0  # how many times text features were computed (tests and curious users)
+        from quantprompt.p4q.export import is_p4q_file
+
+        if self.prompt_path.is_file() and is_p4q_file(self.prompt_path):
+            self._init_p4q(clip, classnames, device, int8)
+            return
+        if int8:
+            raise DeployError(f"{prompt}: --int8 runs a P4Q export (.p4q.safetensors); a .qpt prompt runs on "
+                              "the CLIP it names")
         self.blob, self.meta = read_qpt(prompt)
         method = self.meta.get("method")
         if not method:
@@ -261,9 +276,41 @@ class Classifier:
             )
         model.eval()
         self.model = model
-        self.text_cache = Path(text_cache) if text_cache else None
-        self._text: Optional[Any] = None
-        self.text_passes = 0  # how many times text features were computed (tests and curious users)
+        self.image_encoder: Any = None
+
+    def _init_p4q(self, clip: Optional[str], classnames: Any, device: str, int8: bool) -> None:
+        """A P4Q export carries its own (quantized) CLIP: rebuild it; optionally run images on int8 kernels."""
+        import torch
+
+        from quantprompt.clip._openai import openai_clip
+        from quantprompt.p4q.export import ExportFormatError, load_p4q, read_config
+
+        path = self.prompt_path
+        if clip is not None:
+            raise DeployError(f"{path} is a P4Q export that holds its own quantized CLIP; leave --clip out")
+        try:
+            config = read_config(path)
+            model = load_p4q(path, device=device)
+        except ExportFormatError as err:
+            raise DeployError(str(err)) from None
+        self.meta = {"method": "p4q", "classnames": config["classnames"], "clip": config.get("clip"),
+                     "options": config["options"]}
+        self.blob = hashlib.sha256(path.read_bytes()).digest()
+        self.clip_spec = f"p4q:{path.name}"
+        self.classnames = _resolve_classnames(self.meta, classnames, path)
+        self.device = torch.device(device)
+        self.preprocess = openai_clip().clip._transform(model.clip_model.visual.input_resolution)
+        self.model = model
+        self.image_encoder = None
+        if int8:
+            from quantprompt.p4q.backend import int8_image_encoder
+
+            if self.device.type != "cpu":
+                raise DeployError("--int8 runs on the CPU (PyTorch's dynamic int8 kernels); use --device cpu")
+            try:
+                self.image_encoder = int8_image_encoder(model)
+            except ValueError as err:
+                raise DeployError(f"{path}: {err}") from None
 
     # ------------------------------------------------------------------------------------------------------
     @property
@@ -342,7 +389,8 @@ class Classifier:
             if not self.cacheable:
                 return self.model(images)
             text = self.text_features().to(self.model.dtype)
-            feats = self.model.encode_image(images)
+            encode = self.image_encoder if self.image_encoder is not None else self.model.encode_image
+            feats = encode(images)
             feats = feats / feats.norm(dim=-1, keepdim=True)
             return self.model.logit_scale.exp() * feats @ text.t()
 
@@ -383,9 +431,10 @@ def classify(
     text_cache: Optional[PathLike] = None,
     device: str = "cpu",
     batch_size: int = 32,
+    int8: bool = False,
 ) -> list[Prediction]:
     """One call: build a :class:`Classifier` and classify ``images`` (files or folders)."""
-    clf = Classifier(prompt, clip=clip, classnames=classnames, device=device, text_cache=text_cache)
+    clf = Classifier(prompt, clip=clip, classnames=classnames, device=device, text_cache=text_cache, int8=int8)
     return clf.classify(images, topk=topk, batch_size=batch_size)
 
 

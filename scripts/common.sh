@@ -215,7 +215,7 @@ qp_fewshot() {  # <dataset> <shots> <seed> ; CoOp's scripts/coop/main.sh tree
     local nctx="${NCTX:-16}" csc="${CSC:-False}" ctp="${CTP:-end}"
     local node_opts=()
     case "$TRAINER" in
-        CoOp|QCoOp|NoiseCoOp) node_opts=(TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp") ;;
+        CoOp|QCoOp|NoiseCoOp|P4Q) node_opts=(TRAINER.COOP.N_CTX "$nctx" TRAINER.COOP.CSC "$csc" TRAINER.COOP.CLASS_TOKEN_POSITION "$ctp") ;;
     esac
     local dir="${OUTPUT}/${dataset}/${TRAINER}/${cfg}_${shots}shots/nctx${nctx}_csc${csc}_ctp${ctp}/seed${seed}"
     if [ "$TRAINER" = "ZeroshotCLIP" ]; then

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {"qcoop": "QCoOp", "qcocoop": "QCoCoOp", "qmaple": "QMaPLe", "coop": "CoOp", "cocoop": "CoCoOp",
-           "maple": "MaPLe", "zsclip": "ZeroshotCLIP", "noisecoop": "NoiseCoOp"}
+           "maple": "MaPLe", "zsclip": "ZeroshotCLIP", "noisecoop": "NoiseCoOp", "p4q": "P4Q"}
 MODEL_DIR = {"QMaPLe": "MultiModalPromptLearner", "MaPLe": "MultiModalPromptLearner"}
 EPOCHS = 2
 SHOTS = 2

@@ -23,7 +23,7 @@ from quantprompt.engine.compat import TRAINER_REGISTRY, get_cfg_default  # noqa:
 
 ALL = ["CoOp", "CoCoOp", "MaPLe", "ZeroshotCLIP", "NoiseCoOp", "QCoOp", "QCoCoOp", "QMaPLe"]
 NODE = {"CoOp": "COOP", "QCoOp": "COOP", "NoiseCoOp": "COOP", "CoCoOp": "COCOOP", "QCoCoOp": "COCOOP",
-        "MaPLe": "MAPLE", "QMaPLe": "MAPLE", "ZeroshotCLIP": None}
+        "MaPLe": "MAPLE", "QMaPLe": "MAPLE", "ZeroshotCLIP": None, "P4Q": "COOP"}
 
 
 def _cfg(*opts: str):
@@ -141,6 +141,10 @@ def test_config_file_merges_and_validates(path: Path) -> None:
     trainer = path.parent.name
     cls = TRAINER_REGISTRY.get(trainer)
     validate_cfg(cfg, NODE[trainer], cls.QUANTIZED, cls.NOISE)
+    if trainer == "P4Q":
+        from quantprompt.dassl_plugin.p4q import validate_p4q_cfg
+
+        validate_p4q_cfg(cfg)
     if path.stem != "tiny":
         assert tuple(cfg.INPUT.SIZE) == (224, 224)
         assert cfg.MODEL.BACKBONE.NAME in ("ViT-B/16", "RN50", "RN101", "ViT-B/32")
@@ -153,6 +157,9 @@ def test_reference_hyperparameters() -> None:
         cfg.merge_from_file(str(REPO / "configs" / "trainers" / rel))
         return cfg
 
+    p = load("P4Q/vit_b32_ep50.yaml")  # the P4Q paper's headline: ImageNet 16 shots, ViT-B/32, 8 bits
+    assert (p.MODEL.BACKBONE.NAME, p.TRAINER.P4Q.WEIGHT_BITS, p.TRAINER.P4Q.ACT_BITS) == ("ViT-B/32", 8, 8)
+    assert load("P4Q/vit_b32_ep50_w4.yaml").TRAINER.P4Q.WEIGHT_BITS == 4
     c = load("QCoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml")
     assert (c.OPTIM.MAX_EPOCH, c.DATALOADER.TRAIN_X.BATCH_SIZE, c.OPTIM.LR) == (10, 1, 0.002)
     assert (c.TRAINER.COCOOP.N_CTX, c.TRAINER.COCOOP.CTX_INIT) == (4, "a photo of a")

@@ -10,7 +10,7 @@ The entry point for any CoOp-family checkout (CoOp, CoCoOp, MaPLe, PromptSRC): t
         qp.extend_cfg(cfg)                      # adds TRAINER.QPROMPT.* and any key the host lacks
 
 Importing registers our methods, the entries of :data:`TRAINERS` that are not baselines (QCoOp, QCoCoOp,
-QMaPLe, NoiseCoOp). The baselines (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) are the host's business: they are
+QMaPLe, NoiseCoOp, P4Q). The baselines (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) are the host's business: they are
 registered only by ``register_all(include_baselines=True)`` (this repository's ``trainers/`` package does
 that), and a name the host already registered keeps the host's class, with one warning. So the import may
 come before or after the host's own trainer imports. :func:`patch_dassl_for_new_torch` (opt-in) makes the
@@ -37,6 +37,7 @@ TRAINERS: tuple[tuple[str, str, bool], ...] = (
     ("qcoop", "QCoOp", False),
     ("qcocoop", "QCoCoOp", False),
     ("qmaple", "QMaPLe", False),
+    ("p4q", "P4Q", False),
 )
 
 

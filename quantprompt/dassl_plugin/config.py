@@ -44,6 +44,21 @@ DEFAULTS: dict[str, Any] = {
     "TRAINER.QPROMPT.CAC.KL_THRESHOLD": 1e-4,  # re-cluster only when KL(p_cur || p_old) exceeds this
     "TRAINER.QPROMPT.CAC.REQUIRE_ERROR_INCREASE": True,  # ... and the quantization error grew
     "TRAINER.QPROMPT.NOISE_STD": 0.01,  # NoiseCoOp only (Fig. 2)
+    # P4Q (prompt settings come from TRAINER.COOP: N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION, PREC)
+    "TRAINER.P4Q.WEIGHT_BITS": 8,  # CLIP's weights, both encoders: 2..8, symmetric
+    "TRAINER.P4Q.ACT_BITS": 8,  # activations entering every quantized layer, per tensor
+    "TRAINER.P4Q.PER_CHANNEL": True,  # one weight scale per output channel (False: per tensor)
+    "TRAINER.P4Q.CALIBRATOR": "mse",  # minmax | percentile | mse
+    "TRAINER.P4Q.CALIB_BATCHES": 4,  # training batches (test transform, fixed order) used for calibration
+    "TRAINER.P4Q.FP_ENCODER": "none",  # none | image | text: that encoder stays full precision (ablation)
+    "TRAINER.P4Q.ADAPTER_BITS": 4,  # adapter weights, quant.quantize_ (K-Means codebook, CAC)
+    "TRAINER.P4Q.PROMPT_BITS": 8,  # prompt context, quant.quantize_
+    "TRAINER.P4Q.R": 4,  # adapter bottleneck d -> d / r -> d
+    "TRAINER.P4Q.ALPHA": 0.2,  # adapter mixing ratio: alpha * adapter(x) + (1 - alpha) * x
+    "TRAINER.P4Q.LAMBDA": 1.0,  # weight of the distillation term
+    "TRAINER.P4Q.T": 2.0,  # distillation temperature
+    "TRAINER.P4Q.TEACHER": "",  # "": zero-shot CLIP with the dataset's template; else a CoOp checkpoint path
+    "TRAINER.P4Q.EXPORT": False,  # after training: <OUTPUT_DIR>/model.p4q.safetensors (real int8/int4 file)
     # data (CoOp's train.py adds it)
     "DATASET.SUBSAMPLE_CLASSES": "all",  # all | base | new
     # ours: evaluation and analysis outputs

@@ -23,9 +23,9 @@ from .zeroshot import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_S
 
 _BASE = {"zsclip": ZeroShotCLIP, "coop": CoOp, "cocoop": CoCoOp, "maple": MaPLe,
          "noisecoop": CoOp, "qcoop": CoOp, "qcocoop": CoCoOp, "qmaple": MaPLe}
-MODEL_NAMES = tuple(_BASE)
+MODEL_NAMES = tuple(_BASE) + ("p4q",)
 #: models whose text features are image independent: cached once per evaluation in eval mode
-CACHED_MODELS = ("zsclip", "coop", "noisecoop", "qcoop", "maple", "qmaple")
+CACHED_MODELS = ("zsclip", "coop", "noisecoop", "qcoop", "maple", "qmaple", "p4q")
 
 
 def _model_options(cls: type) -> set[str]:
@@ -41,9 +41,14 @@ def build(name: str, clip_model: nn.Module, classnames: Sequence[str], **options
     Unknown names or options raise ValueError listing the valid ones.
     """
     key = str(name).lower()
-    if key not in _BASE:
+    if key not in MODEL_NAMES:
         raise ValueError(f"unknown prompt model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    cls = _BASE[key]
+    if key == "p4q":  # quantprompt.p4q builds on this package: imported here, not at the top
+        from quantprompt.p4q.model import P4Q
+
+        cls: type = P4Q
+    else:
+        cls = _BASE[key]
     allowed = _model_options(cls)
     extra: set[str] = set()
     if key.startswith("q"):

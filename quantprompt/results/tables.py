@@ -88,6 +88,7 @@ _METHOD_ORDER = [
     "qcocoop",
     "maple",
     "qmaple",
+    "p4q",
 ]
 
 

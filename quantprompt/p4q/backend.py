@@ -1,0 +1,184 @@
+"""The exported 8-bit P4Q image encoder on real integer kernels (CPU): PyTorch's FBGEMM int8 GEMM.
+
+Every quantized Linear of the image tower (attention in/out projections, MLP) and the patch embedding (a conv
+with stride = kernel, run as a Linear over the unfolded patches) becomes a :class:`StaticInt8Linear`: *our* int8
+codes and per-channel scales, prepacked for FBGEMM (``quantized::linear_prepack``), and the *calibrated*
+activation range of the simulated model, applied by ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``
+(quantize input -> int8 GEMM with int32 accumulation -> fp32 output). Weights are the simulated model's bit for
+bit. Activations use the calibrated range on the grid the kernel computes exactly (:func:`kernel_levels`): all
+255 levels on CPUs with VNNI, 127 levels without (FBGEMM's AVX2 path saturates above that), so on such CPUs
+the one difference from the simulated model is a coarser activation grid over the same range.
+Alternatives measured in ``bench/p4q.py`` (docs/p4q.md): PyTorch's dynamic int8 Linear (per-call ranges) and
+torchao's CPU int8 path.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from .fakequant import ActQuant, weight_codes
+from .layers import QuantLinear, QuantPatchConv
+from .ptq import _set, _shared_copy
+
+__all__ = ["int8_linear", "int8_image_encoder", "Int8ImageEncoder", "PatchLinear", "StaticInt8Linear",
+           "DynamicInt8Linear", "kernel_levels", "cpu_has_vnni"]
+
+
+class StaticInt8Linear(nn.Module):
+    """W8A8 Linear on FBGEMM: the input is quantized with the *calibrated* (scale, zero point) -- the simulated
+    model's activation quantizer exactly -- multiplied in int8 x uint8 -> int32, and returned in fp32."""
+
+    def __init__(self, packed: object, in_features: int, out_features: int, act: ActQuant,
+                 levels: int = 255) -> None:
+        super().__init__()
+        self.packed = packed
+        self.in_features, self.out_features = in_features, out_features
+        scale, zero = float(act.scale), float(act.zero_point)
+        if levels != act.levels:  # the same calibrated range [lo, hi] on a coarser grid (see kernel_levels)
+            lo, hi = -zero * scale, (act.levels - zero) * scale
+            scale = (hi - lo) / levels
+            zero = round(-lo / scale)
+        self.x_scale = scale
+        self.x_zero_point = int(round(zero))
+        self.levels = levels
+        # the kernel clamps codes to uint8's [0, 255]; the range ends at code `levels`
+        self.x_lo = -self.x_zero_point * scale
+        self.x_hi = (levels - self.x_zero_point) * scale
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, x_scale={self.x_scale:.4g}, "
+                f"x_zero_point={self.x_zero_point}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1]).to(torch.float32)
+        if self.levels < 255:
+            x = x.clamp(self.x_lo, self.x_hi)
+        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            x.contiguous(), self.x_scale, self.x_zero_point, self.packed)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU multiplies uint8 x int8 pairs into int32 without saturation (AVX-512 / AVX VNNI)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def kernel_levels() -> int:
+    """Activation levels the int8 GEMM computes exactly: 255 with VNNI; 127 without, where FBGEMM's AVX2 path
+    adds pairs of uint8 x int8 products in int16 (``vpmaddubsw``), which saturates for codes above 127 against
+    full-range int8 weights -- PyTorch's dynamic path avoids it the same way (``reduce_range``)."""
+    return 255 if cpu_has_vnni() else 127
+
+
+def int8_linear(weight: Tensor, scale: Tensor, bias: Tensor | None, act: ActQuant, levels: int = 255
+                ) -> StaticInt8Linear:
+    """A W8A8 Linear whose int8 weight is exactly ``weight_codes(weight, scale, 8)`` and whose input quantizer
+    is ``act``'s calibrated one."""
+    if act is None:
+        raise ValueError("the int8 backend needs calibrated activation quantizers on every quantized layer")
+    w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
+    out_features, in_features = w.shape
+    per_channel = scale.numel() > 1
+    codes = weight_codes(w, scale.reshape(-1, 1) if per_channel else scale.reshape(1, 1), 8)
+    grid = codes.to(torch.float32) * scale.reshape(-1, 1).to(torch.float32)
+    with warnings.catch_warnings():  # PyTorch flags quantized-tensor constructors as deprecated (see docs)
+        warnings.simplefilter("ignore", UserWarning)
+        if per_channel:
+            qweight = torch.quantize_per_channel(grid, scale.reshape(-1).double(),
+                                                 torch.zeros(out_features, dtype=torch.long), 0, torch.qint8)
+        else:
+            qweight = torch.quantize_per_tensor(grid, float(scale), 0, torch.qint8)
+        if not torch.equal(qweight.int_repr(), codes):
+            raise RuntimeError("int8_linear: the int8 kernel weights differ from the exported codes (please report)")
+        packed = torch.ops.quantized.linear_prepack(
+            qweight, None if bias is None else bias.detach().to(torch.float32).contiguous())
+    layer = StaticInt8Linear(packed, in_features, out_features, act, min(levels, act.levels))
+    layer.qweight = qweight  # kept for inspection (tests): the exact int8 weight the kernel multiplies
+    return layer
+
+
+class PatchLinear(nn.Module):
+    """The ViT patch convolution (stride = kernel, no padding) as a Linear over flattened patches."""
+
+    def __init__(self, conv: QuantPatchConv, linear: nn.Module) -> None:
+        super().__init__()
+        if tuple(conv.stride) != tuple(conv.kernel_size) or any(conv.padding):
+            raise ValueError("PatchLinear needs a patch embedding with stride = kernel and no padding")
+        self.kernel = int(conv.kernel_size[0])
+        self.linear = linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k = self.kernel
+        patches = x.reshape(b, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * k * k)
+        out = self.linear(patches)  # (b, n, width)
+        return out.transpose(1, 2).reshape(b, -1, h // k, w // k)
+
+
+class Int8ImageEncoder(nn.Module):
+    """images -> adapted image features, like ``P4Q.encode_image``, on int8 kernels."""
+
+
+    def __init__(self, visual: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        self.adapter = adapter
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.adapter(self.visual(images.to(torch.float32)).float())
+
+
+class DynamicInt8Linear(nn.Module):
+    """The alternative measured in bench/p4q.py: PyTorch's dynamic int8 Linear on the same int8 weights
+    (activation range re-derived per call, 7-bit on x86), ignoring the calibrated activation ranges."""
+
+    def __init__(self, layer: StaticInt8Linear) -> None:
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+        bias = layer.packed.unpack()[1]
+        self.inner = DynamicLinear(layer.in_features, layer.out_features, bias_=bias is not None,
+                                   dtype=torch.qint8)
+        self.inner.set_weight_bias(layer.qweight, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)
+
+
+def int8_visual(image_encoder: nn.Module, levels: int, dynamic: bool = False) -> nn.Module:
+    """A copy of a quantized image tower (sharing its fp tensors) whose quantized layers run on int8 kernels."""
+    visual = _shared_copy(image_encoder)
+
+    def convert(m: QuantLinear | QuantPatchConv) -> nn.Module:
+        layer = int8_linear(m.weight, m.w_scale, m.bias, m.act, levels)
+        return DynamicInt8Linear(layer) if dynamic else layer
+
+    for name, module in list(visual.named_modules()):
+        if isinstance(module, QuantLinear):
+            _set(visual, name, convert(module))
+        elif isinstance(module, QuantPatchConv):
+            _set(visual, name, PatchLinear(module, convert(module)))
+    return visual
+
+
+def int8_image_encoder(model: nn.Module, levels: int | None = None, dynamic: bool = False) -> Int8ImageEncoder:
+    """The image path of a P4Q model (8-bit weights, quantized image encoder) on PyTorch's int8 kernels."""
+    if model.fp_encoder == "image":
+        raise ValueError("the int8 backend runs a quantized image encoder; this model keeps it in full precision")
+    if model.weight_bits != 8:
+        raise ValueError(f"the int8 backend runs 8-bit weights; this model has {model.weight_bits}-bit weights "
+                         "(it runs with dequantized weights instead)")
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"
+    levels = kernel_levels() if levels is None else int(levels)
+    return Int8ImageEncoder(int8_visual(model.image_encoder, levels, dynamic), model.prompt_learner.adapter).eval()
