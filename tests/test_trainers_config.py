@@ -214,6 +214,6 @@ def test_plugin_import_registers_only_our_methods_in_any_order() -> None:
     env = dict(os.environ, QUANTPROMPT_BACKEND="engine")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
                          cwd=str(REPO)).stdout.splitlines()
-    assert out[0] == "['NoiseCoOp', 'QCoCoOp', 'QCoOp', 'QMaPLe']"
-    assert out[1] == "True ['NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe']"
-    assert out[2] == "['CoCoOp', 'MaPLe', 'ZeroshotCLIP', 'NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe'] ['CoOp']"
+    assert out[0] == "['NoiseCoOp', 'P4Q', 'QCoCoOp', 'QCoOp', 'QMaPLe']"
+    assert out[1] == "True ['NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe', 'P4Q']"
+    assert out[2] == "['CoCoOp', 'MaPLe', 'ZeroshotCLIP', 'NoiseCoOp', 'QCoOp', 'QCoCoOp', 'QMaPLe', 'P4Q'] ['CoOp']"
