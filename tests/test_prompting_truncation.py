@@ -174,10 +174,9 @@ def test_zero_shot_ensemble_matches_clip_encode_text(clip_model):
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 8, 1000])
-def test_cocoop_text_batches_equal_one_image_at_a_time(images, batch):
+def test_cocoop_text_batches_equal_one_image_at_a_time(clip_model, images, batch):
     """Any bound on prompts per call gives the logits of the reference's loop (one image, all classes)."""
-    vit = qclip.tiny(0, "vit")
-    model = build("cocoop", vit, SHORT_NAMES + ["dog"]).eval()
+    model = build("cocoop", clip_model, SHORT_NAMES + ["dog"]).eval()
     model.text_batch_size = batch
     learner = model.prompt_learner
     with torch.no_grad():
@@ -191,8 +190,8 @@ def test_cocoop_text_batches_equal_one_image_at_a_time(images, batch):
             assert_exact(logits[i], model.logit_scale.exp() * feats[i] @ text.t())
 
 
-def test_cocoop_text_batch_size_is_validated():
-    vit = qclip.tiny(0, "vit")
+def test_cocoop_text_batch_size_is_validated(clip_model):
+    vit = clip_model
     for bad in (0, -3, 2.5, True, "8"):
         with pytest.raises(ValueError, match=r"text_batch_size=.*integer >= 1"):
             prompting.build("cocoop", vit, SHORT_NAMES, n_ctx=4, precision="fp32", text_batch_size=bad)
