@@ -18,7 +18,8 @@ which makes the printed ratios conservative. ``--text-layers 12`` times the real
     python bench/train.py --device cuda --text-layers 12 --image-size 224 --repeats 5
 
 Ends with one ``name: value`` line per figure: speed-ups (full-length time / ours) per model and class count,
-``train_step_overhead_qcoop_vs_coop`` (percent added by the quantization hook to a CoOp step, both cut).
+``train_step_overhead_qcoop_vs_coop`` (percent a QCoOp step takes over a CoOp step from the same init, both
+cut, best of ``--overhead-repeats`` alternated steps: the quantization hook's cost in a real step).
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--eval", default=EVAL_RUNS, help="model:classes list of evaluation passes to time")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timings per path (best is kept); default 3, and 1 for CPU runs at >= 1,000 classes")
+    parser.add_argument("--overhead-classes", type=int, default=100,
+                        help="classes of the CoOp vs QCoOp steps that time the quantization hook")
+    parser.add_argument("--overhead-repeats", type=int, default=5,
+                        help="alternated CoOp / QCoOp steps each for the hook's overhead (0: skip)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="what the figures compare: wall time, or this process's CPU time (steadier on a "
@@ -193,14 +198,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               flush=True)
         return (full_w, full_c)[clock] / (cut_w, cut_c)[clock]
 
-    for name, n_cls in train_runs:
-        model = build(name, n_cls)
+    def training_step(model: Any, n_cls: int, batch: int) -> Callable[[], None]:
+        """One trainer step on fixed images: forward, loss, backward, SGD, quant.step (Q-models)."""
         model.train()
         optim = torch.optim.SGD(model.trainable_parameters(), lr=0.002, momentum=0.9)
-        batch = args.cocoop_batch_size if name.endswith("cocoop") else args.batch_size
         x, y = images(batch), torch.randint(0, n_cls, (batch,), generator=gen).to(args.device)
 
-        def step(model=model, optim=optim, x=x, y=y) -> None:
+        def step() -> None:
             with context():
                 loss = F.cross_entropy(model(x), y)
             optim.zero_grad(set_to_none=True)
@@ -209,11 +213,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             if model.quant_config is not None:
                 quant.step(model)
 
+        return step
+
+    for name, n_cls in train_runs:
+        model = build(name, n_cls)
+        batch = args.cocoop_batch_size if name.endswith("cocoop") else args.batch_size
+        step = training_step(model, n_cls, batch)
         length = model.text_encoder.length(model.prompt_learner.tokenized_prompts)
         measure(model, ("train", name, n_cls), step, repeats(n_cls))
         figures[f"train_step_speedup_{name}_{n_cls}"] = report(
             f"train step {name:>7} {n_cls:>5} classes, {batch} images", ("train", name, n_cls), length)
-        del model, optim
+        del model, step
 
     for name, n_cls in eval_runs:
         model = build(name, n_cls).eval()
@@ -232,16 +242,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"eval pass  {name:>7} {n_cls:>5} classes, {n_img} images", ("eval", name, n_cls), length)
         del model
 
-    for n_cls in sorted({n for _, n in train_runs}, reverse=True):
-        if ("train", "coop", n_cls, False) in best and ("train", "qcoop", n_cls, False) in best:
-            coop = best[("train", "coop", n_cls, False)][clock]
-            qcoop = best[("train", "qcoop", n_cls, False)][clock]
-            overhead = 100.0 * (qcoop / coop - 1.0)
-            if "train_step_overhead_qcoop_vs_coop" not in figures:  # the largest class count
-                figures["train_step_overhead_qcoop_vs_coop"] = overhead
-            figures[f"train_step_overhead_qcoop_vs_coop_{n_cls}"] = overhead
-            print(f"quantization hook at {n_cls} classes: CoOp step {coop:.3f} s, QCoOp step {qcoop:.3f} s "
-                  f"(both cut): {overhead:+.1f} %", flush=True)
+    if args.overhead_repeats:  # coop and qcoop steps alternated, from the same init, both cut
+        n_cls = args.overhead_classes
+        steps = {}
+        for name in ("coop", "qcoop"):
+            torch.manual_seed(args.seed)
+            gen.manual_seed(args.seed)
+            steps[name] = training_step(build(name, n_cls), n_cls, args.batch_size)
+        low = {"coop": (math.inf, math.inf), "qcoop": (math.inf, math.inf)}
+        for _ in range(args.overhead_repeats):
+            for name, step in steps.items():
+                wall, cpu_s = timed(step, args.device)
+                low[name] = (min(low[name][0], wall), min(low[name][1], cpu_s))
+        ratio = [low["qcoop"][i] / low["coop"][i] for i in (0, 1)]
+        figures["train_step_overhead_qcoop_vs_coop"] = 100.0 * (ratio[clock] - 1.0)
+        print(f"quantization hook, {n_cls} classes, {args.batch_size} images, best of {args.overhead_repeats} "
+              f"alternated steps: CoOp {low['coop'][0]:.3f} s (CPU {low['coop'][1]:.3f} s), QCoOp "
+              f"{low['qcoop'][0]:.3f} s (CPU {low['qcoop'][1]:.3f} s): {100 * (ratio[0] - 1):+.1f} % wall, "
+              f"{100 * (ratio[1] - 1):+.1f} % CPU", flush=True)
+        del steps
     print(f"total bench time {time.perf_counter() - began:.0f} s; figures compare {args.clock} time")
     for key, value in figures.items():
         print(f"{key}: {value:.3f}")
