@@ -34,7 +34,9 @@ OPTIONS = {
     "maple": {"n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9},
     "qmaple": {"n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9, "bits": 2},
 }
-TRAINABLE = [name for name in prompting.MODEL_NAMES if name not in ("zsclip", "noisecoop")]
+# the text paths of training: plain, image-conditioned, deep prompts, and a quantizer in the graph (the other
+# Q-models put theirs on the same paths; their logits are checked in eval below)
+TRAINABLE = ["coop", "cocoop", "maple", "qcoop"]
 
 
 def vitb16_text_clip():
@@ -173,7 +175,7 @@ def test_zero_shot_ensemble_matches_clip_encode_text(clip_model):
     assert_exact(features, expected / tokens.shape[0])
 
 
-@pytest.mark.parametrize("batch", [1, 2, 3, 5, 8, 1000])
+@pytest.mark.parametrize("batch", [1, 3, 1000])
 def test_cocoop_text_batches_equal_one_image_at_a_time(clip_model, images, batch):
     """Any bound on prompts per call gives the logits of the reference's loop (one image, all classes)."""
     model = build("cocoop", clip_model, SHORT_NAMES + ["dog"]).eval()
