@@ -9,7 +9,9 @@ the packed values bit-exactly (``quant.load_into``) and classifies images with C
 Text features of image-independent prompts (CoOp, MaPLe and their Q-forms) are computed once; with
 ``text_cache`` they are stored in a safetensors file under a key (sha256 of the .qpt bytes, the CLIP spec and
 the class names), so classifying a folder -- or the next call -- costs at most one text pass. CoCoOp's prompts
-depend on the image: no cache, one text pass per image, as the method requires.
+depend on the image: no cache, a text pass over all classes per image, as the method requires (several images'
+prompts per text-encoder call, up to its ``text_batch_size``). Every text pass computes only the positions up
+to the prompts' last EOT token (see docs/performance.md).
 """
 
 from __future__ import annotations

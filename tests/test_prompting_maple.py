@@ -92,7 +92,10 @@ def test_depth_nine_equals_manual_layer_loop(vit, images):
             x = block(x)
         x = vit.ln_final(x.permute(1, 0, 2))
         text = x[torch.arange(3), learner.tokenized_prompts.argmax(-1)] @ vit.text_projection
+        model.text_encoder.truncate = False  # the full 77-position pass is this very loop
         assert torch.allclose(model._text_features(), text, atol=1e-6, rtol=0)
+        model.text_encoder.truncate = True  # the first max(EOT)+1 positions: the same up to float rounding
+        assert torch.allclose(model._text_features(), text, atol=1e-5, rtol=0)
 
         v = vit.visual
         y = v.conv1(images).flatten(2).permute(0, 2, 1)

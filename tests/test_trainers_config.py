@@ -100,6 +100,25 @@ def test_maple_and_cocoop_keys_are_checked() -> None:
         validate_cfg(_cfg("TRAINER.QPROMPT.NOISE_STD", "-0.1"), "COOP", quantized=False, noise=True)
     with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME"):
         validate_cfg(_cfg("MODEL.BACKBONE.NAME", ""), "COOP", quantized=False)
+    for bad in (0, -5, 2.5, True, "8"):
+        cfg = _cfg()
+        cfg.TRAINER.COCOOP.TEXT_BATCH_SIZE = bad
+        with pytest.raises(ValueError, match=r"TRAINER\.COCOOP\.TEXT_BATCH_SIZE=.*(integer|out of range)"):
+            validate_cfg(cfg, "COCOOP", quantized=True)
+
+
+def test_cocoop_text_batch_size_reaches_the_model_options() -> None:
+    from quantprompt.prompting.cocoop import DEFAULT_TEXT_BATCH_SIZE
+
+    assert tcfg.DEFAULTS["TRAINER.COCOOP.TEXT_BATCH_SIZE"] == DEFAULT_TEXT_BATCH_SIZE
+    for cls, value in ((trainers.CoCoOp, None), (trainers.QCoCoOp, "64")):
+        trainer = cls.__new__(cls)
+        trainer.cfg = _cfg() if value is None else _cfg("TRAINER.COCOOP.TEXT_BATCH_SIZE", value)
+        validate_cfg(trainer.cfg, "COCOOP", cls.QUANTIZED)
+        assert trainer.model_options()["text_batch_size"] == (DEFAULT_TEXT_BATCH_SIZE if value is None else 64)
+    coop = trainers.CoOp.__new__(trainers.CoOp)
+    coop.cfg = _cfg()
+    assert "text_batch_size" not in coop.model_options()
 
 
 def test_options_translate_config(tmp_path: Path) -> None:

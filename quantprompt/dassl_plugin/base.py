@@ -185,6 +185,8 @@ def validate_cfg(cfg: Any, node: Optional[str], quantized: bool, noise: bool = F
             _check_choice(cfg, f"{base}.CLASS_TOKEN_POSITION", CLASS_TOKEN_POSITIONS)
         if node == "MAPLE":
             _check_int(cfg, f"{base}.PROMPT_DEPTH", 1, 12)
+        if node == "COCOOP":
+            _check_int(cfg, f"{base}.TEXT_BATCH_SIZE", 1)
     if quantized:
         q = "TRAINER.QPROMPT"
         _check_int(cfg, f"{q}.BITS", 1, 8)
@@ -262,6 +264,8 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
                 opts["class_token_position"] = str(tcfg.get(cfg, f"{node}.CLASS_TOKEN_POSITION"))
             if self.NODE == "MAPLE":
                 opts["prompt_depth"] = int(tcfg.get(cfg, f"{node}.PROMPT_DEPTH"))
+            if self.NODE == "COCOOP":
+                opts["text_batch_size"] = int(tcfg.get(cfg, f"{node}.TEXT_BATCH_SIZE"))
         if self.QUANTIZED:
             q = "TRAINER.QPROMPT"
             opts["bits"] = int(tcfg.get(cfg, f"{q}.BITS"))

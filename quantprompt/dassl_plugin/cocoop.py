@@ -6,7 +6,8 @@ from .base import PromptTrainer
 
 
 class CoCoOp(PromptTrainer):
-    """Config: ``TRAINER.COCOOP.{N_CTX, CTX_INIT, PREC}``; checkpoints in ``prompt_learner/`` as CoCoOp's."""
+    """Config: ``TRAINER.COCOOP.{N_CTX, CTX_INIT, PREC}`` and ours ``TEXT_BATCH_SIZE`` (prompts per text-encoder
+    call); checkpoints in ``prompt_learner/`` as CoCoOp's."""
 
     METHOD = "cocoop"
     NODE = "COCOOP"

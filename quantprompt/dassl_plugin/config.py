@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "TRAINER.COCOOP.N_CTX": 16,
     "TRAINER.COCOOP.CTX_INIT": "",
     "TRAINER.COCOOP.PREC": "fp16",
+    "TRAINER.COCOOP.TEXT_BATCH_SIZE": 1000,  # ours: most (image, class) prompts per text-encoder call
     # MaPLe (muzairkhattak/multimodal-prompt-learning train.py)
     "TRAINER.MAPLE.N_CTX": 2,
     "TRAINER.MAPLE.CTX_INIT": "a photo of a",

@@ -96,15 +96,17 @@ class PromptLearner(nn.Module):
         self.class_token_position = class_token_position
         self.classnames = classnames
 
-    def forward(self) -> torch.Tensor:
-        """Prompt embeddings (n_cls, 77, d)."""
+    def forward(self, length: int | None = None) -> torch.Tensor:
+        """Prompt embeddings (n_cls, 77, d), or their first ``length`` positions (what the text encoder reads;
+        the class name is moved within the positions before EOT only, so cutting commutes with placing it)."""
         ctx = self.ctx
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        prompts = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        suffix = self.token_suffix if length is None else self.token_suffix[:, : max(length - 1 - self.n_ctx, 0)]
+        prompts = torch.cat([self.token_prefix, ctx, suffix], dim=1)
         if self.class_token_position != "end":
-            index = self.position_index.unsqueeze(-1).expand(-1, -1, prompts.shape[-1])
-            prompts = torch.gather(prompts, 1, index)
+            index = self.position_index[:, : prompts.shape[1]]
+            prompts = torch.gather(prompts, 1, index.unsqueeze(-1).expand(-1, -1, prompts.shape[-1]))
         return prompts
 
 
@@ -130,4 +132,5 @@ class CoOp(PromptModel):
         return self.prompt_learner.tokenized_prompts
 
     def _text_features(self) -> torch.Tensor:
-        return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        tokenized = self.prompt_learner.tokenized_prompts
+        return self.text_encoder(self.prompt_learner(self.text_encoder.length(tokenized)), tokenized)

@@ -85,9 +85,11 @@ class MultiModalPromptLearner(nn.Module):
         self.prompt_prefix = prompt_prefix
         self.classnames = classnames
 
-    def text_prompts(self) -> torch.Tensor:
+    def text_prompts(self, length: int | None = None) -> torch.Tensor:
+        """Prompt embeddings (n_cls, 77, d), or their first ``length`` positions (what the text encoder reads)."""
         ctx = self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        suffix = self.token_suffix if length is None else self.token_suffix[:, : max(length - 1 - self.n_ctx, 0)]
+        return torch.cat([self.token_prefix, ctx, suffix], dim=1)
 
     def vision_prompts(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(shared visual context (n_ctx, vis_width), deep visual prompts per layer)."""
@@ -139,8 +141,10 @@ class MaPLe(PromptModel):
 
     def _text_features(self) -> torch.Tensor:
         learner = self.prompt_learner
+        tokenized = learner.tokenized_prompts
         return self.text_encoder(
-            learner.text_prompts(), learner.tokenized_prompts, list(learner.compound_prompts_text), learner.n_ctx
+            learner.text_prompts(self.text_encoder.length(tokenized)), tokenized,
+            list(learner.compound_prompts_text), learner.n_ctx,
         )
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

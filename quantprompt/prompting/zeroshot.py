@@ -123,11 +123,12 @@ class ZeroShotCLIP(PromptModel):
         yield self.clip_model.token_embedding.weight
 
     def _text_features(self) -> torch.Tensor:
+        """CLIP's ``encode_text`` of each template's prompts, through the shared (truncating) text encoder."""
         tokens = self.prompt_learner.tokenized_prompts
         if tokens.shape[0] == 1:
-            return self.clip_model.encode_text(tokens[0])
+            return self.text_encoder.encode_tokens(tokens[0])
         mean = 0
         for t in tokens:
-            f = self.clip_model.encode_text(t)
+            f = self.text_encoder.encode_tokens(t)
             mean = mean + f / f.norm(dim=-1, keepdim=True)
         return mean / tokens.shape[0]  # normalised again by the caller
