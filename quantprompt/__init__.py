@@ -1,6 +1,6 @@
 """QuantPrompt: quantized prompt tuning for CLIP.
 
-Submodules (``clip``, ``quant``, ``prompting``, ``testing``, ``results``, ``engine``) are imported lazily so
+Submodules (``clip``, ``quant``, ``prompting``, ``testing``, ``results``, ``engine``, ``world``) are imported lazily so
 that ``import quantprompt`` never pulls in torch, clip or matplotlib.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"clip", "quant", "prompting", "testing", "results", "engine", "p4q"}
+_SUBMODULES = {"clip", "quant", "prompting", "testing", "results", "engine", "p4q", "world"}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@
     quantprompt inspect task.qpt [--json]
     quantprompt results OUTPUT_ROOT --table base2new --format github     # = tools/parse_test_res.py
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
+    quantprompt demo [--quick] [--methods ...] [--seeds ...] [--output DIR] [--cache-dir DIR]
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
 """
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("results", help="tables from an output tree (see tools/parse_test_res.py)", add_help=False)
     sub.add_parser("plot", help="the paper's figures (see tools/plot.py)", add_help=False)
+    sub.add_parser("demo", help="base-to-new on the demo world with a CPU-pretrained CLIP (docs/demo.md)",
+                   add_help=False)
     return p
 
 
@@ -68,6 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from quantprompt.results.plotcli import main as plot_main
 
         return plot_main(argv[1:], prog="quantprompt plot")
+    if argv and argv[0] == "demo":
+        from quantprompt.world.demo import main as demo_main
+
+        return demo_main(argv[1:], prog="quantprompt demo")
     args = build_parser().parse_args(argv)
     from quantprompt import deploy
 
