@@ -170,3 +170,46 @@ def test_bad_cache_is_rebuilt_with_a_notice(cached: world.CachedCLIP, tmp_path: 
     assert rebuilt.built and len(notices) >= 1 and expected in notices[0] and "pretraining it again" in notices[0]
     assert world.check_cached(target, tiny_budget) is None
     assert not list(target.parent.glob(".*part*"))  # no temporary file left behind
+
+
+def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_path: Path) -> None:
+    """``quantprompt demo --quick``'s pipeline through the real scripts, shortened for CI: 2 shots, 1 epoch,
+    small datasets; the CI-budget CLIP from the fixture (the cache is reused, not pretrained again)."""
+    from quantprompt.world import demo
+
+    p = demo.plan(quick=True, output=str(tmp_path / "out"), cache_dir=str(cached.path.parent), shots=2,
+                  per_class=(2, 1, 6), extra_opts=("OPTIM.MAX_EPOCH", "1"))
+    lines: list[str] = []
+    result = demo.run_demo(p, log=lines.append, pretrain_settings=TEST_SETTINGS)
+    assert not result["clip"].built
+    summary_table = result["report"].tables[0]
+    assert [row[0] for row in summary_table.rows] == [m.label for m in demo.METHODS]
+    assert all(isinstance(cell, float) for row in summary_table.rows for cell in row[2:])  # base, new, H
+    sizes = {row[0]: row[1] for row in summary_table.rows}
+    assert sizes["CLIP (zero-shot)"] == "0 B" and sizes["CoOp"] != "-"
+    text = "\n".join(lines)
+    assert f"[{len(p.jobs)}/{len(p.jobs)}]" in text and "Checks:" in text
+    assert "zero-shot accuracy on new classes" in text and "CoOp on base classes" in text
+    assert {f.name for f in result["figures"]} == {"demo_h.png", "demo_bits.png", "demo_noise.png"}
+    assert all(f.stat().st_size > 1000 for f in result["figures"])
+    # zero-shot on the quick world's new classes: above chance (1/32) by the margin stated here, 1.5x
+    zs_new = result["summary"]["CLIP (zero-shot)"]["new"]
+    assert zs_new >= 1.5 * 100 / 32, zs_new
+    # a second call skips every finished run (the scripts' own skip logic)
+    again: list[str] = []
+    demo.run_jobs(p, tmp_path / "out" / "data", cached.path, log=again.append)
+    assert all("already done, skipped" in line for line in again) and len(again) == len(p.jobs)
+
+
+def test_demo_rejects_bad_options_before_work(tmp_path: Path) -> None:
+    from quantprompt.world import demo
+
+    with pytest.raises(ValueError, match="unknown demo method 'CoOpX'"):
+        demo.plan(methods=["CoOpX"], output=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown world dataset 'imagenet'"):
+        demo.plan(datasets=["imagenet"], output=str(tmp_path))
+    with pytest.raises(ValueError, match="--seeds must be non-negative"):
+        demo.plan(seeds=[-1], output=str(tmp_path))
+    assert not (tmp_path / "data").exists()
+    p = demo.plan(methods=["QCoOp/demo_b2", "ZeroshotCLIP"], seeds=[1, 2], output=str(tmp_path))
+    assert [(j.method.trainer, j.seed) for j in p.jobs] == [("QCoOp", 1), ("ZeroshotCLIP", 1), ("QCoOp", 2)]

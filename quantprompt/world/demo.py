@@ -44,19 +44,19 @@ class DemoMethod:
 
 METHODS: tuple[DemoMethod, ...] = (
     DemoMethod("CLIP (zero-shot)", "ZeroshotCLIP", "zsclip", family="", kind="zero-shot"),
-    DemoMethod("CoOp", "CoOp", "coop", quick_epochs=4),
-    DemoMethod("NoiseCoOp (std 0.01)", "NoiseCoOp", "noisecoop", quick_epochs=4, kind="noise"),
-    DemoMethod("QCoOp 1-bit", "QCoOp", "qcoop", quick_epochs=4, bits=1, kind="quant"),
-    DemoMethod("QCoOp 2-bit", "QCoOp", "qcoop", "demo_b2", quick_epochs=4, bits=2, kind="quant"),
-    DemoMethod("QCoOp 4-bit", "QCoOp", "qcoop", "demo_b4", quick_epochs=4, bits=4, kind="quant"),
-    DemoMethod("QCoOp-PTQ 1-bit", "QCoOp", "qcoop", "demo_ptq", quick_epochs=4, kind="ptq"),
+    DemoMethod("CoOp", "CoOp", "coop", quick_epochs=2),
+    DemoMethod("NoiseCoOp (std 0.01)", "NoiseCoOp", "noisecoop", quick_epochs=2, kind="noise"),
+    DemoMethod("QCoOp 1-bit", "QCoOp", "qcoop", quick_epochs=2, bits=1, kind="quant"),
+    DemoMethod("QCoOp 2-bit", "QCoOp", "qcoop", "demo_b2", quick_epochs=2, bits=2, kind="quant"),
+    DemoMethod("QCoOp 4-bit", "QCoOp", "qcoop", "demo_b4", quick_epochs=2, bits=4, kind="quant"),
+    DemoMethod("QCoOp-PTQ 1-bit", "QCoOp", "qcoop", "demo_ptq", quick_epochs=2, kind="ptq"),
     DemoMethod("CoCoOp", "CoCoOp", "cocoop", quick_epochs=1, family="CoCoOp"),
     DemoMethod("QCoCoOp 1-bit", "QCoCoOp", "qcocoop", quick_epochs=1, bits=1, family="CoCoOp", kind="quant"),
     DemoMethod("MaPLe", "MaPLe", "maple", quick_epochs=1, family="MaPLe"),
     DemoMethod("QMaPLe 4-bit", "QMaPLe", "qmaple", quick_epochs=1, bits=4, family="MaPLe", kind="quant"),
 )
 
-DEFAULT_DATASETS = ("world_shapes", "world_patterns")
+DEFAULT_DATASETS = ("world_shapes",)
 QUICK_DATASETS = ("world_shapes",)
 DEFAULT_SEEDS = (1, 2, 3)
 QUICK_SEEDS = (1,)
@@ -95,12 +95,16 @@ class DemoPlan:
     workers: int
     threads: int
     cache_dir: Optional[Path] = None
+    shots: int = 16
+    per_class: tuple[int, int, int] = (32, 4, 24)  # train / val / test images per class written
+    extra_opts: tuple[str, ...] = ()               # KEY VALUE pairs appended to every run (tests: shorter runs)
     jobs: list[Job] = field(default_factory=list)
 
 
 def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
          datasets: Optional[Sequence[str]] = None, output: Optional[str] = None, cache_dir: Optional[str] = None,
-         workers: Optional[int] = None) -> DemoPlan:
+         workers: Optional[int] = None, shots: int = SHOTS, per_class: tuple[int, int, int] = (32, 4, 24),
+         extra_opts: Sequence[str] = ()) -> DemoPlan:
     """Validate the options (before any expensive work) and list the jobs."""
     from .datasets import resolve
 
@@ -122,9 +126,14 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
     n_workers = workers if workers is not None else max(1, min(2, cores))
     if n_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {n_workers}")
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
+        raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
+    if len(extra_opts) % 2:
+        raise ValueError(f"extra_opts must be KEY VALUE pairs, got an odd count: {list(extra_opts)}")
     p = DemoPlan(chosen, ds, seed_list, out.expanduser().resolve(), "quick" if quick else "default", quick,
-                 n_workers, max(1, cores // n_workers), Path(cache_dir).expanduser() if cache_dir else None)
-    # zero-shot first (it is the reference of two checks), then per dataset and seed, the table's method order
+                 n_workers, max(1, cores // n_workers), Path(cache_dir).expanduser() if cache_dir else None,
+                 shots, tuple(per_class), tuple(extra_opts))
+    # per dataset and seed, in the table's order; zero-shot CLIP learns nothing, so it runs for the first seed only
     p.jobs = [Job(m, d, s) for d in p.datasets for s in p.seeds for m in p.methods
               if m.kind != "zero-shot" or s == p.seeds[0]]
     return p
@@ -136,7 +145,7 @@ def _script_env(p: DemoPlan) -> dict[str, str]:
     for key in ("CFG", "DATA", "OUTPUT", "LOADEP", "SHOTS"):
         env.pop(key, None)
     threads = str(p.threads)
-    env.update(PYTHON=sys.executable, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+    env.update(PYTHON=sys.executable, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, QUANTPROMPT_ENV_INFO="brief",
                PYTHONWARNINGS=env.get("PYTHONWARNINGS", "ignore"))
     if p.cache_dir is not None:
         env["QUANTPROMPT_CACHE"] = str(p.cache_dir)
@@ -148,10 +157,10 @@ def _script_env(p: DemoPlan) -> dict[str, str]:
 
 def _script_args(p: DemoPlan, job: Job, data: Path, clip_path: Path) -> list[str]:
     args = [job.dataset, str(job.seed), "--data", str(data), "--output", str(p.output), "--cfg", job.method.config,
-            "--shots", str(SHOTS), "--", "MODEL.BACKBONE.NAME", str(clip_path), *job.method.opts]
+            "--shots", str(p.shots), "--", "MODEL.BACKBONE.NAME", str(clip_path), *job.method.opts]
     if p.quick and job.method.quick_epochs is not None:
         args += ["OPTIM.MAX_EPOCH", str(job.method.quick_epochs)]
-    return args
+    return args + list(p.extra_opts)
 
 
 def _run_job(p: DemoPlan, job: Job, data: Path, clip_path: Path, env: dict[str, str]) -> tuple[float, bool]:
@@ -186,7 +195,6 @@ def run_jobs(p: DemoPlan, data: Path, clip_path: Path, log: Callable[[str], None
         log(f"[{done[0]}/{n}] {job.method.label:<22} {job.dataset:<16} seed {job.seed}: {what} "
             f"(elapsed {time.perf_counter() - t0:.0f} s)")
 
-    # zero-shot runs first, on their own: nothing depends on them, but they are the checks' reference
     with ThreadPoolExecutor(max_workers=p.workers) as pool:
         for future in [pool.submit(one, job) for job in p.jobs]:
             future.result()
@@ -361,7 +369,8 @@ def run_demo(p: DemoPlan, log: Callable[[str], None] = print, pretrain_settings:
     t1 = time.perf_counter()
     data = p.output / "data"
     for d in p.datasets:
-        w = write_dataset(data, d)
+        w = write_dataset(data, d, train_per_class=p.per_class[0], val_per_class=p.per_class[1],
+                          test_per_class=p.per_class[2])
         log(f"dataset {w.name}: {len(w.classnames)} classes, {w.counts['train']}/{w.counts['val']}/"
             f"{w.counts['test']} train/val/test images {'(up to date)' if w.reused else 'written'}")
     timings["datasets"] = time.perf_counter() - t1
@@ -410,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "quantprompt demo") -
     try:
         p = plan(quick=args.quick, methods=args.methods, seeds=args.seeds, datasets=args.datasets,
                  output=args.output, cache_dir=args.cache_dir, workers=args.workers)
-        result = run_demo(p)
+        result = run_demo(p, log=lambda message: print(message, flush=True))
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"quantprompt demo: error: {err}", file=sys.stderr)
         return 2

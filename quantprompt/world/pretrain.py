@@ -37,9 +37,9 @@ class PretrainSettings:
     """Everything that determines the pretrained weights (recorded in the cache file's metadata)."""
 
     seed: int = 0
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 128
-    pool_size: int = 12288
+    pool_size: int = 4096
     lr: float = 1e-3
     warmup_steps: int = 40
     weight_decay: float = 0.1
@@ -76,7 +76,7 @@ class PretrainSettings:
 
 
 DEFAULT = PretrainSettings()
-QUICK = PretrainSettings(steps=300, pool_size=6144)
+QUICK = PretrainSettings(steps=150, pool_size=2048, warmup_steps=20)
 
 
 def make_pool(n: int, seed: int) -> tuple[np.ndarray, list[Scene]]:
