@@ -109,15 +109,15 @@ def test_zero_shot_templates_match_the_world_datasets() -> None:
 def cached(tmp_path_factory: pytest.TempPathFactory) -> world.CachedCLIP:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a shared CI box: extra threads spin more than they help at this size
     cache = tmp_path_factory.mktemp("cache")
     return world.ensure_clip("quick", cache, settings=TEST_SETTINGS, progress=False, log=lambda _m: None)
 
 
 def test_pretrained_clip_is_far_above_chance(cached: world.CachedCLIP) -> None:
-    # the CI budget (120 steps) must reach 4x chance on the 64 colour + shape classes; the demo's budgets more
+    # the CI budget (120 steps) must reach 3x chance on the 64 colour + shape classes; the demo's budgets more
     assert cached.built
-    assert cached.metadata["probe_zero_shot"] >= 4 * CHANCE_64
+    assert cached.metadata["probe_zero_shot"] >= 3 * CHANCE_64
 
 
 def test_cached_clip_reloads_bit_exactly(cached: world.CachedCLIP, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +178,7 @@ def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_p
     from quantprompt.world import demo
 
     p = demo.plan(quick=True, output=str(tmp_path / "out"), cache_dir=str(cached.path.parent), shots=2,
-                  per_class=(2, 1, 6), extra_opts=("OPTIM.MAX_EPOCH", "1"))
+                  per_class=(2, 1, 6), extra_opts=("OPTIM.MAX_EPOCH", "1"), profile="quick")
     lines: list[str] = []
     result = demo.run_demo(p, log=lines.append, pretrain_settings=TEST_SETTINGS)
     assert not result["clip"].built
@@ -186,7 +186,7 @@ def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_p
     assert [row[0] for row in summary_table.rows] == [m.label for m in demo.METHODS]
     assert all(isinstance(cell, float) for row in summary_table.rows for cell in row[2:])  # base, new, H
     sizes = {row[0]: row[1] for row in summary_table.rows}
-    assert sizes["CLIP (zero-shot)"] == "0 B" and sizes["CoOp"] != "-"
+    assert sizes["CLIP (zero-shot)"] == "0KB" and sizes["CoOp"] != "-"
     text = "\n".join(lines)
     assert f"[{len(p.jobs)}/{len(p.jobs)}]" in text and "Checks:" in text
     assert "zero-shot accuracy on new classes" in text and "CoOp on base classes" in text
@@ -213,3 +213,14 @@ def test_demo_rejects_bad_options_before_work(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
     p = demo.plan(methods=["QCoOp/demo_b2", "ZeroshotCLIP"], seeds=[1, 2], output=str(tmp_path))
     assert [(j.method.trainer, j.seed) for j in p.jobs] == [("QCoOp", 1), ("ZeroshotCLIP", 1), ("QCoOp", 2)]
+
+
+def test_world_is_a_model_layer() -> None:
+    """No Dassl, yacs or engine imports in quantprompt/world (the demo reaches the trainers through scripts)."""
+    import re
+
+    folder = Path(world.__file__).parent
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(dassl|yacs|quantprompt\.engine|trainers|datasets)\b", text,
+                             re.M), path

@@ -104,8 +104,13 @@ class DemoPlan:
 def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
          datasets: Optional[Sequence[str]] = None, output: Optional[str] = None, cache_dir: Optional[str] = None,
          workers: Optional[int] = None, shots: int = SHOTS, per_class: tuple[int, int, int] = (32, 4, 24),
-         extra_opts: Sequence[str] = ()) -> DemoPlan:
-    """Validate the options (before any expensive work) and list the jobs."""
+         extra_opts: Sequence[str] = (), profile: str = "default") -> DemoPlan:
+    """Validate the options (before any expensive work) and list the jobs.
+
+    ``profile``: the world CLIP (``quantprompt.world.PROFILES``). ``--quick`` uses the default CLIP too: it
+    shortens the runs, not the pretraining, so its checks mean the same (the CLIP is cached after one run).
+    """
+    from .cache import PROFILES
     from .datasets import resolve
 
     chosen = [method_by_name(m) for m in methods] if methods else list(METHODS)
@@ -128,9 +133,11 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
         raise ValueError(f"--workers must be >= 1, got {n_workers}")
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
         raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown world CLIP profile {profile!r}; known: {', '.join(PROFILES)}")
     if len(extra_opts) % 2:
         raise ValueError(f"extra_opts must be KEY VALUE pairs, got an odd count: {list(extra_opts)}")
-    p = DemoPlan(chosen, ds, seed_list, out.expanduser().resolve(), "quick" if quick else "default", quick,
+    p = DemoPlan(chosen, ds, seed_list, out.expanduser().resolve(), profile, quick,
                  n_workers, max(1, cores // n_workers), Path(cache_dir).expanduser() if cache_dir else None,
                  shots, tuple(per_class), tuple(extra_opts))
     # per dataset and seed, in the table's order; zero-shot CLIP learns nothing, so it runs for the first seed only
@@ -401,7 +408,8 @@ def build_parser(prog: str = "quantprompt demo") -> Any:
     ap = argparse.ArgumentParser(prog=prog, description=(
         "Base-to-new on the demo world: pretrain (or load) a small CLIP on the CPU, write the datasets, run "
         "every method with the real scripts, print the paper-style table, the figures and three checks."))
-    ap.add_argument("--quick", action="store_true", help="one dataset, one seed, fewer steps (~3 min)")
+    ap.add_argument("--quick", action="store_true",
+                    help="one dataset, one seed, fewer epochs (the same cached CLIP as the full demo)")
     ap.add_argument("--methods", nargs="+", metavar="NAME",
                     help="trainer, trainer/config or label (default: all): "
                          + ", ".join(f"{m.trainer}/{m.config}" for m in METHODS))
