@@ -224,3 +224,16 @@ def test_world_is_a_model_layer() -> None:
         text = path.read_text()
         assert not re.search(r"^\s*(from|import)\s+(dassl|yacs|quantprompt\.engine|trainers|datasets)\b", text,
                              re.M), path
+
+
+def test_demo_passes_each_option_once(tmp_path: Path) -> None:
+    """The test script picks the first OPTIM.MAX_EPOCH, train.py the last: a key must appear once."""
+    from quantprompt.world import demo
+
+    p = demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path), extra_opts=("OPTIM.MAX_EPOCH", "1"))
+    args = demo._script_args(p, p.jobs[0], tmp_path / "data", tmp_path / "clip.safetensors")
+    assert args.count("OPTIM.MAX_EPOCH") == 1 and args[args.index("OPTIM.MAX_EPOCH") + 1] == "1"
+    assert args[args.index("MODEL.BACKBONE.NAME") + 1] == str(tmp_path / "clip.safetensors")
+    quick = demo._script_args(demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path)), p.jobs[0],
+                              tmp_path / "data", tmp_path / "clip.safetensors")
+    assert quick[quick.index("OPTIM.MAX_EPOCH") + 1] == "2"

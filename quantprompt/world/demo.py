@@ -163,11 +163,17 @@ def _script_env(p: DemoPlan) -> dict[str, str]:
 
 
 def _script_args(p: DemoPlan, job: Job, data: Path, clip_path: Path) -> list[str]:
-    args = [job.dataset, str(job.seed), "--data", str(data), "--output", str(p.output), "--cfg", job.method.config,
-            "--shots", str(p.shots), "--", "MODEL.BACKBONE.NAME", str(clip_path), *job.method.opts]
+    # one value per key (the scripts read the first OPTIM.MAX_EPOCH to pick the epoch to test, train.py the last)
+    opts: dict[str, str] = {"MODEL.BACKBONE.NAME": str(clip_path)}
+    pairs = list(job.method.opts)
     if p.quick and job.method.quick_epochs is not None:
-        args += ["OPTIM.MAX_EPOCH", str(job.method.quick_epochs)]
-    return args + list(p.extra_opts)
+        pairs += ["OPTIM.MAX_EPOCH", str(job.method.quick_epochs)]
+    pairs += list(p.extra_opts)
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        opts[key] = value
+    flat = [item for pair in opts.items() for item in pair]
+    return [job.dataset, str(job.seed), "--data", str(data), "--output", str(p.output), "--cfg", job.method.config,
+            "--shots", str(p.shots), "--", *flat]
 
 
 def _run_job(p: DemoPlan, job: Job, data: Path, clip_path: Path, env: dict[str, str]) -> tuple[float, bool]:
