@@ -371,13 +371,14 @@ def method_bars(rows: Mapping[str, Mapping[str, float]], out: PathLike, title: s
         if key == "H":
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     lo = min(min(r["base"], r["new"], r["H"]) for r in rows.values())
-    ax.set_ylim(max(0.0, lo - 10), 100)
+    hi = max(max(r["base"], r["new"], r["H"]) for r in rows.values())
+    ax.set_ylim(max(0.0, lo - 10), min(100.0, hi + 8))
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.legend(ncol=3, fontsize=8, loc="lower right")
+    ax.legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=22)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
