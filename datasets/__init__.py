@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (importing registers each class)
     stanford_cars,
     sun397,
     ucf101,
+    world,
 )
 from .caltech101 import Caltech101
 from .common import DatasetNotFoundError
@@ -37,15 +38,19 @@ from .oxford_pets import OxfordPets
 from .stanford_cars import StanfordCars
 from .sun397 import SUN397
 from .ucf101 import UCF101
+from .world import WorldObjects, WorldPaintings, WorldPatterns, WorldShapes
 
 DATASET_NAMES = (
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
     "SUN397", "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA",
     "ImageNetR",
 )
+# the demo world's datasets (quantprompt.world, docs/demo.md)
+WORLD_DATASET_NAMES = ("WorldShapes", "WorldPatterns", "WorldObjects", "WorldPaintings")
 
 __all__ = [
     "DATASET_NAMES",
+    "WORLD_DATASET_NAMES",
     "DatasetNotFoundError",
     "Caltech101",
     "DescribableTextures",
@@ -62,4 +67,8 @@ __all__ = [
     "SUN397",
     "StanfordCars",
     "UCF101",
+    "WorldObjects",
+    "WorldPaintings",
+    "WorldPatterns",
+    "WorldShapes",
 ]

@@ -63,6 +63,10 @@ DOCS_SECTIONS = {
     "ImageNetSketch": "ImageNet-Sketch",
     "ImageNetA": "ImageNet-A",
     "ImageNetR": "ImageNet-R",
+    "WorldShapes": "Demo world datasets",
+    "WorldPatterns": "Demo world datasets",
+    "WorldObjects": "Demo world datasets",
+    "WorldPaintings": "Demo world datasets",
 }
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 FEWSHOT_FORMAT = "quantprompt-fewshot-v1"

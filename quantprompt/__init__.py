@@ -1,7 +1,7 @@
 """QuantPrompt: quantized prompt tuning for CLIP.
 
-Submodules (``clip``, ``quant``, ``prompting``, ``testing``, ``results``, ``engine``, ``grid``) are imported
-lazily so that ``import quantprompt`` never pulls in torch, clip or matplotlib.
+Submodules (``clip``, ``quant``, ``prompting``, ``testing``, ``results``, ``engine``, ``p4q``, ``grid``,
+``world``) are imported lazily so that ``import quantprompt`` never pulls in torch, clip or matplotlib.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"clip", "quant", "prompting", "testing", "results", "engine", "p4q", "grid"}
+_SUBMODULES = {"clip", "quant", "prompting", "testing", "results", "engine", "p4q", "grid", "world"}
 
 
 def __getattr__(name: str) -> Any:

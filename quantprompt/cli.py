@@ -8,6 +8,7 @@
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
     quantprompt grid base2new --methods qcoop,coop --jobs 4 [--data DIR]  # = python -m quantprompt.grid
     quantprompt configs [QCoOp | QCoOp/vit_b16_ctxv1 | datasets/caltech101]  # our YAML configs' paths
+    quantprompt demo [--quick] [--methods ...] [--seeds ...] [--output DIR] [--cache-dir DIR]
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
 """
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("results", help="tables from an output tree (see tools/parse_test_res.py)", add_help=False)
     sub.add_parser("plot", help="the paper's figures (see tools/plot.py)", add_help=False)
     sub.add_parser("grid", help="run a benchmark grid on GPUs or SLURM (see docs/grid.md)", add_help=False)
+    sub.add_parser("demo", help="base-to-new on the demo world with a CPU-pretrained CLIP (docs/demo.md)",
+                   add_help=False)
     return p
 
 
@@ -83,6 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from quantprompt.grid.cli import main as grid_main
 
         return grid_main(argv[1:], prog="quantprompt grid")
+    if argv and argv[0] == "demo":
+        from quantprompt.world.demo import main as demo_main
+
+        return demo_main(argv[1:], prog="quantprompt demo")
     args = build_parser().parse_args(argv)
     if args.command == "configs":
         return _configs(args.name)

@@ -34,6 +34,9 @@ CONFIGS = {
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures", "eurosat": "EuroSAT",
     "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
     "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+    # the demo world's datasets (quantprompt.world)
+    "world_shapes": "WorldShapes", "world_patterns": "WorldPatterns", "world_objects": "WorldObjects",
+    "world_paintings": "WorldPaintings",
 }
 
 

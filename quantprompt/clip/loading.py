@@ -26,7 +26,7 @@ from .errors import CLIPFileNotFoundError, CLIPLoadError
 from .hf_convert import check_hf_config, convert_hf_state_dict, is_hf_layout
 
 __all__ = ["load", "load_weights", "available_models", "tokenize", "cache_dir", "HF_REPOS", "TINY_SPECS",
-           "ENV_ROOT"]
+           "ENV_ROOT", "WORLD_SPECS", "ENV_CACHE", "quantprompt_cache_dir"]
 
 logger = logging.getLogger("quantprompt.clip")
 
@@ -40,6 +40,10 @@ HF_REPOS: dict[str, str] = {
     "ViT-L/14@336px": "openai/clip-vit-large-patch14-336",
 }
 TINY_SPECS: dict[str, str] = {"tiny-vit": "vit", "tiny-resnet": "resnet"}
+# The demo world's pretrained CLIPs (quantprompt.world): spec name -> file in the quantprompt cache dir.
+WORLD_SPECS: dict[str, str] = {"world-vit": "world-vit.safetensors", "world-vit-quick": "world-vit-quick.safetensors"}
+ENV_CACHE = "QUANTPROMPT_CACHE"
+DEFAULT_CACHE = "~/.cache/quantprompt"
 PRECISIONS = ("fp16", "fp32", "amp")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt")
 _DOWNLOAD_TIMEOUT_S = 60
@@ -54,7 +58,7 @@ def openai_models() -> dict[str, str]:
 
 def available_models() -> list[str]:
     """Names ``load`` accepts besides paths: OpenAI's model names and the tiny test specs."""
-    return [*openai_models(), *TINY_SPECS]
+    return [*openai_models(), *TINY_SPECS, *WORLD_SPECS]
 
 
 def tokenize(texts: Union[str, list[str]], context_length: int = 77, truncate: bool = False) -> Any:
@@ -70,13 +74,21 @@ def cache_dir(download_root: Optional[Union[str, Path]] = None) -> Path:
     return Path(root).expanduser()
 
 
+def quantprompt_cache_dir(cache: Optional[Union[str, Path]] = None) -> Path:
+    """quantprompt's own cache (the demo world's CLIPs): argument, else ``$QUANTPROMPT_CACHE``, else
+    ~/.cache/quantprompt."""
+    root = cache or os.environ.get(ENV_CACHE) or DEFAULT_CACHE
+    return Path(root).expanduser()
+
+
 def load(spec: Union[str, Path], device: Any = "cpu", precision: str = "fp16",
          download_root: Optional[Union[str, Path]] = None) -> tuple[Any, Callable[[Any], Any]]:
     """Return ``(clip.model.CLIP in eval mode, preprocess)`` for ``spec``.
 
     ``spec``: an OpenAI name (``available_models()``), ``"hf-hub:<repo>"``, a local file (OpenAI ``.pt`` JIT
     archive or state dict, OpenAI-layout ``.safetensors``, Hugging Face ``model.safetensors`` with
-    ``config.json`` beside it), a Hugging Face checkpoint directory, or ``"tiny-vit"`` / ``"tiny-resnet"``.
+    ``config.json`` beside it), a Hugging Face checkpoint directory, ``"tiny-vit"`` / ``"tiny-resnet"``, or
+    ``"world-vit"`` / ``"world-vit-quick"`` (the demo world's pretrained CLIP in :func:`quantprompt_cache_dir`).
     ``precision``: ``"fp16"`` (OpenAI's mixed fp16 weights; promoted to fp32 on CPU with a one-line notice),
     ``"fp32"``, or ``"amp"`` (fp32 weights, for autocast training as in CoOp).
     """
@@ -112,6 +124,14 @@ def _resolve(spec: Union[str, Path], download_root: Optional[Union[str, Path]]) 
         from .tiny import tiny
 
         return tiny(seed=0, arch=TINY_SPECS[spec])
+    if isinstance(spec, str) and spec in WORLD_SPECS:
+        path = quantprompt_cache_dir() / WORLD_SPECS[spec]
+        if not path.is_file():
+            raise CLIPFileNotFoundError(
+                f"the demo world's CLIP {spec!r} is not pretrained yet: {path} does not exist. Run `quantprompt "
+                f"demo` (or `python -m quantprompt.world pretrain{' --quick' if spec.endswith('quick') else ''}`)"
+                f" to pretrain it; ${ENV_CACHE} or --cache-dir choose the folder.")
+        return load_weights(path)
     if isinstance(spec, str) and spec in openai_models():
         return _load_named(spec, cache_dir(download_root))
     if isinstance(spec, str) and spec.startswith("hf-hub:"):

@@ -95,8 +95,21 @@ def read_image(path: str) -> Any:
 
 
 def collect_env_info() -> str:
-    """Torch's environment report plus Pillow's version (what CoOp prints as '** System info **')."""
+    """Torch's environment report plus Pillow's version (what CoOp prints as '** System info **').
+
+    ``QUANTPROMPT_ENV_INFO=brief`` prints versions and platform only: torch's full report shells out to pip,
+    conda and nvidia-smi, which costs seconds to a minute per process on a busy machine (``quantprompt demo``
+    runs dozens of short processes and sets it).
+    """
     import PIL
+
+    if os.environ.get("QUANTPROMPT_ENV_INFO", "full").strip().lower() == "brief":
+        import platform
+
+        import torch
+
+        return (f"PyTorch version: {torch.__version__}\nPython: {platform.python_version()}\n"
+                f"OS: {platform.platform()}\n(brief report: QUANTPROMPT_ENV_INFO=brief)\n        Pillow ({PIL.__version__})")
     from torch.utils.collect_env import get_pretty_env_info
 
     try:

@@ -32,6 +32,11 @@ CUSTOM_TEMPLATES = {
     "ImageNetV2": "a photo of a {}.",
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
+    # the demo world's datasets (quantprompt.world.WORLD_DATASETS holds the same templates; a test checks it)
+    "WorldShapes": "a photo of a {}.",
+    "WorldPatterns": "a photo of a {}.",
+    "WorldObjects": "a photo of a {}.",
+    "WorldPaintings": "a painting of a {}.",
 }
 
 # OpenAI CLIP's "Prompt_Engineering_for_ImageNet" notebook, in its order (CoOp's imagenet_templates.py)

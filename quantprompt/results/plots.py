@@ -5,6 +5,8 @@
   from the per-epoch evaluations of ``TEST.PER_EPOCH`` runs (``per_epoch_eval.json``, else the log lines);
 * :func:`weight_histograms` -- histograms of the prompt weights per epoch (Fig. 3);
 * :func:`kl_trend` -- KL divergence between the weight distributions of adjacent epochs (Fig. 6),
+* :func:`method_bars` -- base, new and H per method (``quantprompt demo``'s summary, and noise vs quantization);
+* :func:`accuracy_vs_bits` -- base, new and H against the prompt's bit width, full precision as a reference,
 
 the last two from ``<run>/prompt_snapshots/epoch-<e>.safetensors`` (our trainers'
 ``TRAIN.SAVE_PROMPT_SNAPSHOTS``; epoch 0 is the initial prompt). KL between epochs: both epochs' weights are
@@ -32,6 +34,8 @@ __all__ = [
     "read_per_epoch",
     "kl_divergence",
     "epoch_data",
+    "method_bars",
+    "accuracy_vs_bits",
 ]
 
 PathLike = Union[str, Path]
@@ -346,4 +350,57 @@ def kl_trend(
     ax.set_title(title or "KL divergence of prompt weights between adjacent epochs")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# base-to-new summaries (quantprompt demo)
+
+
+def method_bars(rows: Mapping[str, Mapping[str, float]], out: PathLike, title: str = "") -> Path:
+    """Grouped bars of base, new and H (``rows[label] = {"base": .., "new": .., "H": ..}``, in %) per method."""
+    if not rows:
+        raise ValueError("method_bars: no methods to plot")
+    plt = _pyplot()
+    labels = list(rows)
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 1.5), 3.6))
+    for k, (key, colour) in enumerate((("base", "#4c72b0"), ("new", "#dd8452"), ("H", "#55a868"))):
+        vals = [rows[name][key] for name in labels]
+        bars = ax.bar(x + (k - 1) * 0.27, vals, width=0.27, label=key, color=colour)
+        if key == "H":
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    lo = min(min(r["base"], r["new"], r["H"]) for r in rows.values())
+    hi = max(max(r["base"], r["new"], r["H"]) for r in rows.values())
+    ax.set_ylim(max(0.0, lo - 10), min(100.0, hi + 8))
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    if title:
+        ax.set_title(title, pad=22)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out)
+
+
+def accuracy_vs_bits(by_bits: Mapping[int, Mapping[str, float]], out: PathLike,
+                     full_precision: Optional[Mapping[str, float]] = None, title: str = "") -> Path:
+    """Base, new and H (%) against bit width; ``full_precision`` (same keys) drawn as dashed lines."""
+    if not by_bits:
+        raise ValueError("accuracy_vs_bits: no bit widths to plot")
+    plt = _pyplot()
+    bits = sorted(by_bits)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for key, colour in (("base", "#4c72b0"), ("new", "#dd8452"), ("H", "#55a868")):
+        ax.plot(bits, [by_bits[b][key] for b in bits], marker="o", color=colour, label=key)
+        if full_precision is not None:
+            ax.axhline(full_precision[key], color=colour, linestyle="--", linewidth=1, alpha=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bits)
+    ax.set_xticklabels([str(b) for b in bits])
+    ax.set_xlabel("prompt bits (dashed: full precision)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Accuracy vs bit width")
+    ax.grid(alpha=0.3)
     return _save(fig, out)

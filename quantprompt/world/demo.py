@@ -1,0 +1,440 @@
+"""``quantprompt demo``: the paper's base-to-new experiment in the demo world, with the real scripts.
+
+Pretrains (or loads) the world CLIP, writes the datasets, then runs ``scripts/<method>/base2new_train.sh`` and
+``base2new_test.sh`` for every method x dataset x seed, exactly as a user would (so finished runs are skipped
+by the scripts themselves), prints the paper-style table with the Size column, draws the figures and prints
+the three checks that say whether the world still behaves like the paper's setting.
+
+Methods are the rows of :data:`METHODS`: adding one (e.g. P4Q) is one :class:`DemoMethod` entry plus its
+``configs/trainers/<TRAINER>/<config>.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = ["DemoMethod", "METHODS", "DemoPlan", "plan", "run_demo", "Checks", "main", "build_parser",
+           "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DemoMethod:
+    """One row of the demo table: which trainer, which config, which script folder, and extra KEY VALUE opts."""
+
+    label: str                      # the row's name in the table and figures
+    trainer: str                    # --trainer (and configs/trainers/<trainer>/)
+    scripts: str                    # scripts/<scripts>/base2new_{train,test}.sh
+    config: str = "demo"            # configs/trainers/<trainer>/<config>.yaml
+    opts: tuple[str, ...] = ()      # extra KEY VALUE pairs for train.py
+    quick_epochs: Optional[int] = None  # --quick: OPTIM.MAX_EPOCH (None: the config's)
+    bits: Optional[int] = None      # quantized QAT prompts: bit width (accuracy-vs-bits figure)
+    family: str = "CoOp"            # CoOp | CoCoOp | MaPLe: the full-precision method it builds on
+    kind: str = "fp"                # zero-shot | fp | quant | ptq | noise
+
+
+METHODS: tuple[DemoMethod, ...] = (
+    DemoMethod("CLIP (zero-shot)", "ZeroshotCLIP", "zsclip", family="", kind="zero-shot"),
+    DemoMethod("CoOp", "CoOp", "coop", quick_epochs=2),
+    DemoMethod("NoiseCoOp (std 0.01)", "NoiseCoOp", "noisecoop", quick_epochs=2, kind="noise"),
+    DemoMethod("QCoOp 1-bit", "QCoOp", "qcoop", quick_epochs=2, bits=1, kind="quant"),
+    DemoMethod("QCoOp 2-bit", "QCoOp", "qcoop", "demo_b2", quick_epochs=2, bits=2, kind="quant"),
+    DemoMethod("QCoOp 4-bit", "QCoOp", "qcoop", "demo_b4", quick_epochs=2, bits=4, kind="quant"),
+    DemoMethod("QCoOp-PTQ 1-bit", "QCoOp", "qcoop", "demo_ptq", quick_epochs=2, kind="ptq"),
+    DemoMethod("CoCoOp", "CoCoOp", "cocoop", quick_epochs=1, family="CoCoOp"),
+    DemoMethod("QCoCoOp 1-bit", "QCoCoOp", "qcocoop", quick_epochs=1, bits=1, family="CoCoOp", kind="quant"),
+    DemoMethod("MaPLe", "MaPLe", "maple", quick_epochs=1, family="MaPLe"),
+    DemoMethod("QMaPLe 4-bit", "QMaPLe", "qmaple", quick_epochs=1, bits=4, family="MaPLe", kind="quant"),
+)
+
+DEFAULT_DATASETS = ("world_shapes",)
+QUICK_DATASETS = ("world_shapes",)
+DEFAULT_SEEDS = (1, 2, 3)
+QUICK_SEEDS = (1,)
+SHOTS = 16
+
+
+def method_by_name(name: str) -> DemoMethod:
+    """A method by its label, trainer (the first row of that trainer) or ``trainer/config``."""
+    for m in METHODS:
+        if name in (m.label, f"{m.trainer}/{m.config}"):
+            return m
+    for m in METHODS:
+        if name.lower() == m.trainer.lower():
+            return m
+    known = ", ".join(f"{m.trainer}/{m.config}" for m in METHODS)
+    raise ValueError(f"unknown demo method {name!r}; known: {known} (a trainer name picks its first config)")
+
+
+@dataclass
+class Job:
+    method: DemoMethod
+    dataset: str
+    seed: int
+
+
+@dataclass
+class DemoPlan:
+    """What one ``quantprompt demo`` call does."""
+
+    methods: list[DemoMethod]
+    datasets: list[str]
+    seeds: list[int]
+    output: Path
+    profile: str                    # world CLIP profile: default | quick
+    quick: bool
+    workers: int
+    threads: int
+    cache_dir: Optional[Path] = None
+    shots: int = 16
+    per_class: tuple[int, int, int] = (32, 4, 24)  # train / val / test images per class written
+    extra_opts: tuple[str, ...] = ()               # KEY VALUE pairs appended to every run (tests: shorter runs)
+    jobs: list[Job] = field(default_factory=list)
+
+
+def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+         datasets: Optional[Sequence[str]] = None, output: Optional[str] = None, cache_dir: Optional[str] = None,
+         workers: Optional[int] = None, shots: int = SHOTS, per_class: tuple[int, int, int] = (32, 4, 24),
+         extra_opts: Sequence[str] = (), profile: str = "default") -> DemoPlan:
+    """Validate the options (before any expensive work) and list the jobs.
+
+    ``profile``: the world CLIP (``quantprompt.world.PROFILES``). ``--quick`` uses the default CLIP too: it
+    shortens the runs, not the pretraining, so its checks mean the same (the CLIP is cached after one run).
+    """
+    from .cache import PROFILES
+    from .datasets import resolve
+
+    chosen = [method_by_name(m) for m in methods] if methods else list(METHODS)
+    if len({(m.trainer, m.config) for m in chosen}) != len(chosen):
+        raise ValueError(f"--methods lists a method twice: {[m.label for m in chosen]}")
+    seed_list = list(seeds) if seeds else list(QUICK_SEEDS if quick else DEFAULT_SEEDS)
+    for s in seed_list:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"--seeds must be non-negative integers, got {s!r}")
+    ds = [resolve(d).config for d in (datasets or (QUICK_DATASETS if quick else DEFAULT_DATASETS))]
+    for m in chosen:
+        cfg = REPO_ROOT / "configs" / "trainers" / m.trainer / f"{m.config}.yaml"
+        script = REPO_ROOT / "scripts" / m.scripts / "base2new_train.sh"
+        if not cfg.is_file() or not script.is_file():
+            raise FileNotFoundError(f"demo method {m.label!r} needs {cfg} and {script}")
+    out = Path(output) if output else REPO_ROOT / "output" / ("demo-quick" if quick else "demo")
+    cores = os.cpu_count() or 1
+    n_workers = workers if workers is not None else max(1, min(2, cores))
+    if n_workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {n_workers}")
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
+        raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown world CLIP profile {profile!r}; known: {', '.join(PROFILES)}")
+    if len(extra_opts) % 2:
+        raise ValueError(f"extra_opts must be KEY VALUE pairs, got an odd count: {list(extra_opts)}")
+    p = DemoPlan(chosen, ds, seed_list, out.expanduser().resolve(), profile, quick,
+                 n_workers, max(1, cores // n_workers), Path(cache_dir).expanduser() if cache_dir else None,
+                 shots, tuple(per_class), tuple(extra_opts))
+    # per dataset and seed, in the table's order; zero-shot CLIP learns nothing, so it runs for the first seed only
+    p.jobs = [Job(m, d, s) for d in p.datasets for s in p.seeds for m in p.methods
+              if m.kind != "zero-shot" or s == p.seeds[0]]
+    return p
+
+
+# --------------------------------------------------------------------------------------------------- running
+def _script_env(p: DemoPlan) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("CFG", "DATA", "OUTPUT", "LOADEP", "SHOTS"):
+        env.pop(key, None)
+    threads = str(p.threads)
+    env.update(PYTHON=sys.executable, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, QUANTPROMPT_ENV_INFO="brief",
+               PYTHONWARNINGS=env.get("PYTHONWARNINGS", "ignore"))
+    if p.cache_dir is not None:
+        env["QUANTPROMPT_CACHE"] = str(p.cache_dir)
+    path = env.get("PYTHONPATH", "")
+    if str(REPO_ROOT) not in path.split(os.pathsep):  # this checkout's quantprompt, also in the subprocesses
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([path] if path else []))
+    return env
+
+
+def _script_args(p: DemoPlan, job: Job, data: Path, clip_path: Path) -> list[str]:
+    # one value per key (the scripts read the first OPTIM.MAX_EPOCH to pick the epoch to test, train.py the last)
+    opts: dict[str, str] = {"MODEL.BACKBONE.NAME": str(clip_path)}
+    pairs = list(job.method.opts)
+    if p.quick and job.method.quick_epochs is not None:
+        pairs += ["OPTIM.MAX_EPOCH", str(job.method.quick_epochs)]
+    pairs += list(p.extra_opts)
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        opts[key] = value
+    flat = [item for pair in opts.items() for item in pair]
+    return [job.dataset, str(job.seed), "--data", str(data), "--output", str(p.output), "--cfg", job.method.config,
+            "--shots", str(p.shots), "--", *flat]
+
+
+def _run_job(p: DemoPlan, job: Job, data: Path, clip_path: Path, env: dict[str, str]) -> tuple[float, bool]:
+    """Train on base, test on new; returns (seconds, skipped). Raises RuntimeError with the log tail."""
+    start = time.perf_counter()
+    skipped = True
+    for script in ("base2new_train.sh", "base2new_test.sh"):
+        cmd = ["bash", str(REPO_ROOT / "scripts" / job.method.scripts / script), *_script_args(p, job, data,
+                                                                                                clip_path)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO_ROOT))
+        if res.returncode != 0:
+            tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-25:])
+            raise RuntimeError(f"{job.method.label} on {job.dataset}, seed {job.seed}: {script} failed "
+                               f"(exit {res.returncode}).\ncommand: {' '.join(cmd)}\n{tail}")
+        skipped = skipped and "(so skip this job)" in res.stdout
+    return time.perf_counter() - start, skipped
+
+
+def run_jobs(p: DemoPlan, data: Path, clip_path: Path, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Run every job with ``p.workers`` parallel workers; returns seconds per method label (summed)."""
+    env = _script_env(p)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    done = [0]
+    n = len(p.jobs)
+
+    def one(job: Job) -> None:
+        secs, skipped = _run_job(p, job, data, clip_path, env)
+        seconds[job.method.label] = seconds.get(job.method.label, 0.0) + secs
+        done[0] += 1
+        what = "already done, skipped" if skipped else f"{secs:.0f} s"
+        log(f"[{done[0]}/{n}] {job.method.label:<22} {job.dataset:<16} seed {job.seed}: {what} "
+            f"(elapsed {time.perf_counter() - t0:.0f} s)")
+
+    with ThreadPoolExecutor(max_workers=p.workers) as pool:
+        for future in [pool.submit(one, job) for job in p.jobs]:
+            future.result()
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------------- results
+def _auto_label(trainer: str, cfg: str, configs_per_trainer: dict[str, set]) -> str:
+    from quantprompt.results.tables import method_display
+
+    name = method_display(trainer)
+    return name if len(configs_per_trainer[trainer]) == 1 else f"{name} ({cfg})"
+
+
+def collect(p: DemoPlan) -> tuple[Any, list]:
+    """The base-to-new report of this plan's runs (our labels on the rows) and the runs themselves."""
+    from quantprompt.results import build_report, scan
+
+    wanted = {(m.trainer, m.config) for m in p.methods}
+    runs, _ = scan(p.output)
+    runs = [r for r in runs if r.setting == "base2new" and (r.trainer, r.cfg) in wanted
+            and r.dataset in p.datasets and (r.seed in p.seeds or r.trainer == "ZeroshotCLIP")]
+    report = build_report(runs, setting="base2new", seeds=p.seeds, layout="per-dataset")
+    per_trainer: dict[str, set] = {}
+    for r in runs:
+        per_trainer.setdefault(r.trainer, set()).add(r.cfg)
+    labels = {_auto_label(m.trainer, m.config, per_trainer): m.label for m in p.methods}
+    order = {m.label: i for i, m in enumerate(p.methods)}
+    for table in report.tables:
+        for row in table.rows:
+            row[0] = labels.get(row[0], row[0])
+        table.rows.sort(key=lambda row: order.get(row[0], len(order)))
+    return report, runs
+
+
+def _values(runs: list, p: DemoPlan) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(label, dataset, phase) -> {seed: accuracy} from the runs' final evaluations."""
+    label = {(m.trainer, m.config): m.label for m in p.methods}
+    out: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in runs:
+        if r.log is None or r.log.final is None or "accuracy" not in r.log.final:
+            continue
+        phase = "base" if r.phase in ("train_base", "test_base") else "new"
+        seed = r.seed if r.seed is not None else p.seeds[0]
+        out.setdefault((label[(r.trainer, r.cfg)], r.dataset, phase), {})[seed] = r.log.final["accuracy"]
+    return out
+
+
+@dataclass
+class Checks:
+    """The demo world's health: the figures behind the three checks and whether each passed."""
+
+    lines: list[str]
+    passed: bool
+    figures: dict[str, Optional[float]]
+
+
+def _std(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def summary(runs: list, p: DemoPlan) -> dict[str, dict[str, float]]:
+    """label -> {"base", "new", "H", "h_std"}: dataset-averaged seed means, H of the averages (as the table),
+    and the mean over datasets of the seed std of H."""
+    from quantprompt.results import harmonic_mean
+
+    vals = _values(runs, p)
+    out: dict[str, dict[str, float]] = {}
+    for m in p.methods:
+        base, new, stds = [], [], []
+        for d in p.datasets:
+            b, n = vals.get((m.label, d, "base"), {}), vals.get((m.label, d, "new"), {})
+            seeds = sorted(set(b) & set(n))
+            if not seeds:
+                break
+            base.append(sum(b[s] for s in seeds) / len(seeds))
+            new.append(sum(n[s] for s in seeds) / len(seeds))
+            if len(seeds) > 1:
+                stds.append(_std([harmonic_mean(b[s], n[s]) for s in seeds]))
+        else:
+            if base:
+                bm, nm = sum(base) / len(base), sum(new) / len(new)
+                out[m.label] = {"base": bm, "new": nm, "H": harmonic_mean(bm, nm),
+                                "h_std": sum(stds) / len(stds) if stds else float("nan")}
+    return out
+
+
+def checks(runs: list, p: DemoPlan) -> Checks:
+    """Zero-shot new >= 3x chance; CoOp base >= zero-shot base + 5; mean seed std of H <= 2 points."""
+    from .datasets import classnames, resolve
+
+    s = summary(runs, p)
+    lines, ok, figures = [], True, {}
+    zs = next((m.label for m in p.methods if m.kind == "zero-shot"), None)
+    coop = next((m.label for m in p.methods if m.trainer == "CoOp"), None)
+    n_new = [len(classnames(resolve(d).name)) - math.ceil(len(classnames(resolve(d).name)) / 2)
+             for d in p.datasets]
+    chance = sum(100.0 / k for k in n_new) / len(n_new)
+    if zs in s:
+        ratio = s[zs]["new"] / chance
+        figures["zero_shot_new_over_chance"] = ratio
+        good = ratio >= 3
+        ok &= good
+        lines.append(f"[{'ok' if good else 'FAIL'}] zero-shot accuracy on new classes {s[zs]['new']:.1f}% = "
+                     f"{ratio:.1f}x chance ({chance:.1f}%); needs >= 3x")
+    else:
+        lines.append("[n/a] zero-shot new-class accuracy: zero-shot CLIP was not run")
+    if zs in s and coop in s:
+        gain = s[coop]["base"] - s[zs]["base"]
+        figures["coop_base_gain"] = gain
+        good = gain >= 5
+        ok &= good
+        lines.append(f"[{'ok' if good else 'FAIL'}] CoOp on base classes {s[coop]['base']:.1f}% vs zero-shot "
+                     f"{s[zs]['base']:.1f}%: {gain:+.1f} points; needs >= +5")
+    else:
+        lines.append("[n/a] CoOp vs zero-shot on base classes: needs both methods")
+    stds = [v["h_std"] for k, v in s.items() if k != zs and not math.isnan(v["h_std"])]
+    if stds:
+        mean_std = sum(stds) / len(stds)
+        figures["mean_seed_std_h"] = mean_std
+        good = mean_std <= 2
+        ok &= good
+        lines.append(f"[{'ok' if good else 'FAIL'}] mean seed std of H over {len(stds)} trained method(s): "
+                     f"{mean_std:.2f} points; needs <= 2")
+    else:
+        lines.append("[n/a] seed std of H: needs two or more seeds")
+    return Checks(lines, ok, figures)
+
+
+def figures(runs: list, p: DemoPlan, folder: Path) -> list[Path]:
+    """demo_h.png (H per method), demo_bits.png (accuracy vs bits), demo_noise.png (quantization vs noise)."""
+    from quantprompt.results import plots
+
+    s = summary(runs, p)
+    written = []
+    rows = {m.label: s[m.label] for m in p.methods if m.label in s}
+    if rows:
+        written.append(plots.method_bars(rows, folder / "demo_h.png", title="Base-to-new H per method"))
+    bits = {m.bits: s[m.label] for m in p.methods if m.kind == "quant" and m.family == "CoOp" and m.label in s}
+    coop = next((s[m.label] for m in p.methods if m.trainer == "CoOp" and m.label in s), None)
+    if bits:
+        written.append(plots.accuracy_vs_bits(bits, folder / "demo_bits.png", full_precision=coop))
+    compare = {m.label: s[m.label] for m in p.methods
+               if m.label in s and m.family == "CoOp" and m.kind in ("fp", "noise", "quant", "ptq")}
+    if coop is not None and any(m.kind == "noise" for m in p.methods if m.label in s):
+        written.append(plots.method_bars(compare, folder / "demo_noise.png",
+                                         title="Quantization vs Gaussian noise on CoOp's context"))
+    return written
+
+
+# --------------------------------------------------------------------------------------------------- driver
+def run_demo(p: DemoPlan, log: Callable[[str], None] = print, pretrain_settings: Any = None) -> dict[str, Any]:
+    """Everything ``quantprompt demo`` does; returns the timings, report text, checks and figure paths."""
+    from quantprompt.results import render
+
+    from .cache import ensure_clip
+    from .datasets import write_dataset
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    log(f"demo: {len(p.methods)} method(s) x {len(p.datasets)} dataset(s) x {len(p.seeds)} seed(s) "
+        f"-> {p.output} ({p.workers} worker(s) x {p.threads} thread(s))")
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    cached = ensure_clip(p.profile, p.cache_dir, settings=pretrain_settings, log=log)
+    timings["pretrain"] = time.perf_counter() - t0
+    if not cached.built:
+        log(f"world CLIP: {cached.path} (cached; zero-shot {cached.metadata.get('probe_zero_shot', '?')}% on the "
+            "64-class probe)")
+    t1 = time.perf_counter()
+    data = p.output / "data"
+    for d in p.datasets:
+        w = write_dataset(data, d, train_per_class=p.per_class[0], val_per_class=p.per_class[1],
+                          test_per_class=p.per_class[2])
+        log(f"dataset {w.name}: {len(w.classnames)} classes, {w.counts['train']}/{w.counts['val']}/"
+            f"{w.counts['test']} train/val/test images {'(up to date)' if w.reused else 'written'}")
+    timings["datasets"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    per_method = run_jobs(p, data, cached.path, log=log)
+    timings["runs"] = time.perf_counter() - t2
+    report, runs = collect(p)
+    text = render(report, fmt="terminal")
+    log("")
+    log(text)
+    result = checks(runs, p)
+    log("Checks:")
+    for line in result.lines:
+        log("  " + line)
+    paths = figures(runs, p, p.output / "figures")
+    for path in paths:
+        log(f"figure: {path}")
+    timings["total"] = time.perf_counter() - t0
+    log(f"time: pretrain {timings['pretrain']:.0f} s, datasets {timings['datasets']:.0f} s, runs "
+        f"{timings['runs']:.0f} s, total {timings['total']:.0f} s")
+    return {"timings": timings, "per_method_seconds": per_method, "report": report, "text": text,
+            "checks": result, "figures": paths, "clip": cached, "summary": summary(runs, p)}
+
+
+def build_parser(prog: str = "quantprompt demo") -> Any:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=prog, description=(
+        "Base-to-new on the demo world: pretrain (or load) a small CLIP on the CPU, write the datasets, run "
+        "every method with the real scripts, print the paper-style table, the figures and three checks."))
+    ap.add_argument("--quick", action="store_true",
+                    help="one dataset, one seed, fewer epochs (the same cached CLIP as the full demo)")
+    ap.add_argument("--methods", nargs="+", metavar="NAME",
+                    help="trainer, trainer/config or label (default: all): "
+                         + ", ".join(f"{m.trainer}/{m.config}" for m in METHODS))
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--quick: 1)")
+    ap.add_argument("--datasets", nargs="+", help="default: world_shapes world_patterns (--quick: world_shapes)")
+    ap.add_argument("--output", help="output root (default: output/demo, or output/demo-quick)")
+    ap.add_argument("--cache-dir", help="where the pretrained world CLIP is kept (default: $QUANTPROMPT_CACHE "
+                                        "or ~/.cache/quantprompt)")
+    ap.add_argument("--workers", type=int, help="runs in parallel (default: min(2, CPU cores))")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "quantprompt demo") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        p = plan(quick=args.quick, methods=args.methods, seeds=args.seeds, datasets=args.datasets,
+                 output=args.output, cache_dir=args.cache_dir, workers=args.workers)
+        result = run_demo(p, log=lambda message: print(message, flush=True))
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"quantprompt demo: error: {err}", file=sys.stderr)
+        return 2
+    return 0 if result["checks"].passed else 1

@@ -1,0 +1,239 @@
+"""The demo world: deterministic images and datasets, the cached pretrained CLIP, and its zero-shot skill."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantprompt import world
+from quantprompt.world.attributes import Scene
+
+# A pretraining budget small enough for CI; the zero-shot test below states what it must still reach.
+TEST_SETTINGS = replace(world.QUICK, steps=120, pool_size=2048, batch_size=96, warmup_steps=12)
+CHANCE_64 = 100.0 / 64
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_render_is_deterministic_and_seed_dependent() -> None:
+    scene = Scene("star", "red", pattern="striped", size="large", position="left", background="black")
+    a = world.render(scene, np.random.default_rng(7))
+    b = world.render(scene, np.random.default_rng(7))
+    c = world.render(scene, np.random.default_rng(8))
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_render_draws_the_named_colour_and_shape() -> None:
+    rng = np.random.default_rng(0)
+    red = world.render(Scene("square", "red", background="white", style="photo"), rng).astype(float)
+    centre = red[12:20, 12:20].reshape(-1, 3).mean(axis=0)
+    assert centre[0] > 150 and centre[1] < 80 and centre[2] < 80  # a red object in the middle
+    corner = red[:3, :3].reshape(-1, 3).mean(axis=0)
+    assert corner.min() > 180  # on a white background
+    ring = world.render(Scene("ring", "blue", background="black"), np.random.default_rng(0)).astype(float)
+    assert ring[15:17, 15:17].mean() < 60  # the ring's hole shows the black background
+
+
+def test_scene_rejects_unknown_values() -> None:
+    with pytest.raises(ValueError, match="Scene.colour='mauve' is not one of"):
+        Scene("circle", "mauve")
+
+
+def test_captions_name_the_shape_and_only_true_attributes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = world.sample_scene(rng)
+        text = world.caption(scene, rng)
+        assert scene.shape in text
+        words = set(text.replace(".", "").split())
+        assert not (words & set(world.COLOURS)) - {scene.colour}
+        assert not (words & set(world.SHAPES)) - {scene.shape}
+
+
+def test_dataset_is_deterministic_in_coop_layout(tmp_path: Path) -> None:
+    a = world.write_dataset(tmp_path / "a", "WorldPatterns", train_per_class=2, val_per_class=1,
+                            test_per_class=1)
+    b = world.write_dataset(tmp_path / "b", "world_patterns", train_per_class=2, val_per_class=1,
+                            test_per_class=1)
+    assert _digest(a.dataset_dir) == _digest(b.dataset_dir)
+    split = json.loads((a.dataset_dir / "split_zhou_WorldPatterns.json").read_text())
+    assert len(split["train"]) == 64 and len(split["val"]) == 32 and len(split["test"]) == 32
+    rel, label, name = split["train"][0]
+    assert (a.dataset_dir / "images" / rel).is_file()
+    assert a.classnames == sorted(a.classnames) and a.classnames[label] == name == "checkered circle"
+    again = world.write_dataset(tmp_path / "a", "WorldPatterns", train_per_class=2, val_per_class=1,
+                                test_per_class=1)
+    assert again.reused and _digest(again.dataset_dir) == _digest(b.dataset_dir)
+
+
+def test_dataset_never_overwrites_foreign_folders(tmp_path: Path) -> None:
+    (tmp_path / "world_shapes").mkdir()
+    (tmp_path / "world_shapes" / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="was not written by quantprompt.world"):
+        world.write_dataset(tmp_path, "WorldShapes", train_per_class=1, val_per_class=1, test_per_class=1)
+    assert (tmp_path / "world_shapes" / "mine.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="unknown world dataset 'WorldCars'"):
+        world.write_dataset(tmp_path, "WorldCars")
+
+
+def test_class_definitions_differ_between_datasets() -> None:
+    shapes = world.classnames("WorldShapes")
+    assert len(shapes) == 64 and "red circle" in shapes
+    assert len(world.classnames("WorldPatterns")) == 32
+    objects = world.classnames("WorldObjects")
+    assert len(objects) == 48 and all(len(n.split()) == 3 for n in objects)
+    assert world.classnames("WorldPaintings") == shapes
+
+
+def test_zero_shot_templates_match_the_world_datasets() -> None:
+    from quantprompt.prompting.zeroshot import CUSTOM_TEMPLATES
+
+    for spec in world.WORLD_DATASETS.values():
+        assert CUSTOM_TEMPLATES[spec.name] == spec.template
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> world.CachedCLIP:
+    import torch
+
+    torch.set_num_threads(1)  # a shared CI box: extra threads spin more than they help at this size
+    cache = tmp_path_factory.mktemp("cache")
+    return world.ensure_clip("quick", cache, settings=TEST_SETTINGS, progress=False, log=lambda _m: None)
+
+
+def test_pretrained_clip_is_far_above_chance(cached: world.CachedCLIP) -> None:
+    # the CI budget (120 steps) must reach 3x chance on the 64 colour + shape classes; the demo's budgets more
+    assert cached.built
+    assert cached.metadata["probe_zero_shot"] >= 3 * CHANCE_64
+
+
+def test_cached_clip_reloads_bit_exactly(cached: world.CachedCLIP, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from quantprompt import clip as qclip
+
+    notices: list[str] = []
+    again = world.ensure_clip("quick", cached.path.parent, settings=TEST_SETTINGS, log=notices.append)
+    assert not again.built and notices == []
+    monkeypatch.setenv("QUANTPROMPT_CACHE", str(cached.path.parent))
+    by_spec, _ = qclip.load("world-vit-quick", precision="fp32")
+    by_path, _ = qclip.load(str(cached.path), precision="fp32")
+    from safetensors.torch import load_file
+
+    stored = load_file(str(cached.path))
+    for model in (by_spec, by_path):
+        state = model.state_dict()
+        assert set(state) == set(stored)
+        assert all(torch.equal(state[k], stored[k]) for k in stored)
+    assert by_spec.transformer.resblocks[0].attn.num_heads == TEST_SETTINGS.text_heads
+
+
+def test_missing_world_clip_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantprompt import clip as qclip
+
+    monkeypatch.setenv("QUANTPROMPT_CACHE", str(tmp_path))
+    with pytest.raises(qclip.CLIPFileNotFoundError, match="quantprompt demo"):
+        qclip.load("world-vit")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "stale"])
+def test_bad_cache_is_rebuilt_with_a_notice(cached: world.CachedCLIP, tmp_path: Path, damage: str) -> None:
+    from quantprompt import clip as qclip
+
+    target = world.clip_path("quick", tmp_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if damage == "truncated":
+        target.write_bytes(cached.path.read_bytes()[:5000])
+    elif damage == "foreign":
+        qclip.save_tiny(target, seed=0, text_layers=1, vision_layers=1)
+    else:
+        other = replace(TEST_SETTINGS, steps=TEST_SETTINGS.steps - 1)
+        assert world.check_cached(cached.path, other) == "stale (pretrained with other settings)"
+        target.write_bytes(cached.path.read_bytes())
+    notices: list[str] = []
+    tiny_budget = replace(TEST_SETTINGS, steps=3, warmup_steps=1, pool_size=64, batch_size=8)
+    rebuilt = world.ensure_clip("quick", tmp_path, settings=tiny_budget, progress=False, log=notices.append)
+    expected = {"truncated": "truncated or corrupt", "foreign": "not a world CLIP", "stale": "stale"}[damage]
+    assert rebuilt.built and len(notices) >= 1 and expected in notices[0] and "pretraining it again" in notices[0]
+    assert world.check_cached(target, tiny_budget) is None
+    assert not list(target.parent.glob(".*part*"))  # no temporary file left behind
+
+
+def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_path: Path) -> None:
+    """``quantprompt demo --quick``'s pipeline through the real scripts, shortened for CI: 2 shots, 1 epoch,
+    small datasets; the CI-budget CLIP from the fixture (the cache is reused, not pretrained again)."""
+    from quantprompt.world import demo
+
+    p = demo.plan(quick=True, output=str(tmp_path / "out"), cache_dir=str(cached.path.parent), shots=2,
+                  per_class=(2, 1, 6), extra_opts=("OPTIM.MAX_EPOCH", "1"), profile="quick")
+    lines: list[str] = []
+    result = demo.run_demo(p, log=lines.append, pretrain_settings=TEST_SETTINGS)
+    assert not result["clip"].built
+    summary_table = result["report"].tables[0]
+    assert [row[0] for row in summary_table.rows] == [m.label for m in demo.METHODS]
+    assert all(isinstance(cell, float) for row in summary_table.rows for cell in row[2:])  # base, new, H
+    sizes = {row[0]: row[1] for row in summary_table.rows}
+    assert sizes["CLIP (zero-shot)"] == "0KB" and sizes["CoOp"] != "-"
+    text = "\n".join(lines)
+    assert f"[{len(p.jobs)}/{len(p.jobs)}]" in text and "Checks:" in text
+    assert "zero-shot accuracy on new classes" in text and "CoOp on base classes" in text
+    assert {f.name for f in result["figures"]} == {"demo_h.png", "demo_bits.png", "demo_noise.png"}
+    assert all(f.stat().st_size > 1000 for f in result["figures"])
+    # zero-shot on the quick world's new classes: above chance (1/32) by the margin stated here, 1.5x
+    zs_new = result["summary"]["CLIP (zero-shot)"]["new"]
+    assert zs_new >= 1.5 * 100 / 32, zs_new
+    # a second call skips every finished run (the scripts' own skip logic)
+    again: list[str] = []
+    demo.run_jobs(p, tmp_path / "out" / "data", cached.path, log=again.append)
+    assert all("already done, skipped" in line for line in again) and len(again) == len(p.jobs)
+
+
+def test_demo_rejects_bad_options_before_work(tmp_path: Path) -> None:
+    from quantprompt.world import demo
+
+    with pytest.raises(ValueError, match="unknown demo method 'CoOpX'"):
+        demo.plan(methods=["CoOpX"], output=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown world dataset 'imagenet'"):
+        demo.plan(datasets=["imagenet"], output=str(tmp_path))
+    with pytest.raises(ValueError, match="--seeds must be non-negative"):
+        demo.plan(seeds=[-1], output=str(tmp_path))
+    assert not (tmp_path / "data").exists()
+    p = demo.plan(methods=["QCoOp/demo_b2", "ZeroshotCLIP"], seeds=[1, 2], output=str(tmp_path))
+    assert [(j.method.trainer, j.seed) for j in p.jobs] == [("QCoOp", 1), ("ZeroshotCLIP", 1), ("QCoOp", 2)]
+
+
+def test_world_is_a_model_layer() -> None:
+    """No Dassl, yacs or engine imports in quantprompt/world (the demo reaches the trainers through scripts)."""
+    import re
+
+    folder = Path(world.__file__).parent
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(dassl|yacs|quantprompt\.engine|trainers|datasets)\b", text,
+                             re.M), path
+
+
+def test_demo_passes_each_option_once(tmp_path: Path) -> None:
+    """The test script picks the first OPTIM.MAX_EPOCH, train.py the last: a key must appear once."""
+    from quantprompt.world import demo
+
+    p = demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path), extra_opts=("OPTIM.MAX_EPOCH", "1"))
+    args = demo._script_args(p, p.jobs[0], tmp_path / "data", tmp_path / "clip.safetensors")
+    assert args.count("OPTIM.MAX_EPOCH") == 1 and args[args.index("OPTIM.MAX_EPOCH") + 1] == "1"
+    assert args[args.index("MODEL.BACKBONE.NAME") + 1] == str(tmp_path / "clip.safetensors")
+    quick = demo._script_args(demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path)), p.jobs[0],
+                              tmp_path / "data", tmp_path / "clip.safetensors")
+    assert quick[quick.index("OPTIM.MAX_EPOCH") + 1] == "2"
