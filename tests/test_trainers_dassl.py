@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("trainer", ["QCoOp", "CoOp", "QMaPLe"])
+@pytest.mark.parametrize("trainer", ["QCoOp", "CoOp", "QMaPLe", "P4Q"])
 def test_trainer_runs_under_dassl(tmp_path: Path, trainer: str) -> None:
     from quantprompt.testing import make_dataset
 
@@ -38,7 +38,7 @@ def test_trainer_runs_under_dassl(tmp_path: Path, trainer: str) -> None:
     assert re.search(r"^\* accuracy: [\d.]+%$", log, re.M)
     folder = out / ("MultiModalPromptLearner" if "MaPLe" in trainer else "prompt_learner")
     assert (folder / "model.pth.tar-2").is_file()
-    if trainer.startswith("Q"):
+    if trainer.startswith("Q") or trainer == "P4Q":
         assert (folder / "model.qpt-2").is_file()
     if trainer == "QCoOp":  # --eval-only from the packed prompt gives the checkpoint's accuracy
         accs = []
