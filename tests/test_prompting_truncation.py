@@ -33,6 +33,7 @@ OPTIONS = {
     "qcocoop": {"n_ctx": 4, "bits": 2, "text_batch_size": 4},
     "maple": {"n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9},
     "qmaple": {"n_ctx": 2, "ctx_init": "a photo of a", "prompt_depth": 9, "bits": 2},
+    "p4q": {"n_ctx": 4, "weight_bits": 8},  # the quantized student's text tower, through the same encoder
 }
 # the text paths of training: plain, image-conditioned, deep prompts, and a quantizer in the graph (the other
 # Q-models put theirs on the same paths; their logits are checked in eval below)
