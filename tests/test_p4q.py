@@ -13,12 +13,7 @@ from quantprompt.p4q.layers import QuantLinear, QuantMultiheadAttention, QuantPa
 CLASSES = ["cat", "dog", "car", "bus"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread is fastest, and the CI box is shared
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def build(**options):

@@ -15,12 +15,7 @@ from quantprompt.p4q.export import ExportFormatError, export_p4q, load_p4q, read
 CLASSES = ["cat", "dog", "car"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def images(n: int = 6, seed: int = 1) -> torch.Tensor:
