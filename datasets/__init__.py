@@ -38,7 +38,7 @@ from .oxford_pets import OxfordPets
 from .stanford_cars import StanfordCars
 from .sun397 import SUN397
 from .ucf101 import UCF101
-from .world import WorldObjects, WorldPaintings, WorldPatterns, WorldShapes
+from .world import WorldObjects, WorldPaintings, WorldPatterns, WorldShapes, WorldSketches
 
 DATASET_NAMES = (
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
@@ -46,7 +46,7 @@ DATASET_NAMES = (
     "ImageNetR",
 )
 # the demo world's datasets (quantprompt.world, docs/demo.md)
-WORLD_DATASET_NAMES = ("WorldShapes", "WorldPatterns", "WorldObjects", "WorldPaintings")
+WORLD_DATASET_NAMES = ("WorldShapes", "WorldPatterns", "WorldObjects", "WorldSketches", "WorldPaintings")
 
 __all__ = [
     "DATASET_NAMES",
@@ -71,4 +71,5 @@ __all__ = [
     "WorldPaintings",
     "WorldPatterns",
     "WorldShapes",
+    "WorldSketches",
 ]

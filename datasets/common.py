@@ -66,6 +66,7 @@ DOCS_SECTIONS = {
     "WorldShapes": "Demo world datasets",
     "WorldPatterns": "Demo world datasets",
     "WorldObjects": "Demo world datasets",
+    "WorldSketches": "Demo world datasets",
     "WorldPaintings": "Demo world datasets",
 }
 SUBSAMPLE_CHOICES = ("all", "base", "new")

@@ -1,7 +1,8 @@
 """The demo world's datasets (``quantprompt.world``): CoOp split-file datasets written by ``quantprompt demo``.
 
 ``WorldShapes`` (colour + shape), ``WorldPatterns`` (pattern + shape), ``WorldObjects`` (pattern + colour +
-shape) and ``WorldPaintings`` (WorldShapes as paintings, the domain-shifted target). Written by
+shape), ``WorldSketches`` (WorldShapes' classes as sketches, a domain pretraining rarely saw: the demo's
+base-to-new set) and ``WorldPaintings`` (WorldShapes as paintings, the domain-shifted target). Written by
 ``quantprompt.world.write_dataset`` (or ``quantprompt demo``) into ``DATASET.ROOT``; see docs/demo.md.
 """
 
@@ -30,6 +31,12 @@ class WorldPatterns(_World):
 class WorldObjects(_World):
     dataset_dir = "world_objects"
     split_file = "split_zhou_WorldObjects.json"
+
+
+@register
+class WorldSketches(_World):
+    dataset_dir = "world_sketches"
+    split_file = "split_zhou_WorldSketches.json"
 
 
 @register

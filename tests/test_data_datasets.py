@@ -36,7 +36,7 @@ CONFIGS = {
     "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
     # the demo world's datasets (quantprompt.world)
     "world_shapes": "WorldShapes", "world_patterns": "WorldPatterns", "world_objects": "WorldObjects",
-    "world_paintings": "WorldPaintings",
+    "world_sketches": "WorldSketches", "world_paintings": "WorldPaintings",
 }
 
 

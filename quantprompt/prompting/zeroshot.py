@@ -36,6 +36,7 @@ CUSTOM_TEMPLATES = {
     "WorldShapes": "a photo of a {}.",
     "WorldPatterns": "a photo of a {}.",
     "WorldObjects": "a photo of a {}.",
+    "WorldSketches": "a sketch of a {}.",
     "WorldPaintings": "a painting of a {}.",
 }
 

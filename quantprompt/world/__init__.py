@@ -14,9 +14,7 @@ from .attributes import (
     BACKGROUNDS,
     COLOURS,
     PATTERNS,
-    POSITIONS,
     SHAPES,
-    SIZES,
     STYLES,
     WORLD_VERSION,
     Scene,
@@ -37,7 +35,7 @@ from .render import IMAGE_SIZE, render
 from .scenes import sample_scene
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "PATTERNS", "POSITIONS", "SHAPES", "SIZES", "STYLES", "WORLD_VERSION", "Scene",
+    "BACKGROUNDS", "COLOURS", "PATTERNS", "SHAPES", "STYLES", "WORLD_VERSION", "Scene",
     "PROFILES", "CachedCLIP", "check_cached", "clip_path", "ensure_clip", "read_metadata", "caption",
     "WORLD_DATASETS", "WorldDatasetSpec", "WrittenDataset", "classnames", "resolve", "write_dataset",
     "DEFAULT", "QUICK", "PretrainSettings", "make_pool", "pretrain", "probe_zero_shot", "zero_shot_accuracy",

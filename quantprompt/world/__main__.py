@@ -15,7 +15,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="the quick profile (fewer steps)")
     p.add_argument("--cache-dir", help="default: $QUANTPROMPT_CACHE or ~/.cache/quantprompt")
     w = sub.add_parser("write", help="write world datasets in CoOp's layout")
-    w.add_argument("datasets", nargs="+", help="WorldShapes, WorldPatterns, WorldObjects, WorldPaintings")
+    w.add_argument("datasets", nargs="+", help="WorldShapes, WorldPatterns, WorldObjects, WorldSketches, WorldPaintings")
     w.add_argument("--root", required=True, help="DATASET.ROOT to write into")
     w.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WORLD_VERSION", "SHAPES", "COLOURS", "PATTERNS", "SIZES", "POSITIONS", "BACKGROUNDS", "STYLES",
+__all__ = ["WORLD_VERSION", "SHAPES", "COLOURS", "PATTERNS", "BACKGROUNDS", "STYLES",
            "COLOUR_RGB", "Scene"]
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart")
 COLOURS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 PATTERNS: tuple[str, ...] = ("plain", "striped", "spotted", "checkered")
-SIZES: tuple[str, ...] = ("small", "large")
-POSITIONS: tuple[str, ...] = ("center", "left", "right", "top", "bottom")
 BACKGROUNDS: tuple[str, ...] = ("white", "black", "grey")
 STYLES: tuple[str, ...] = ("photo", "painting", "sketch")
 
@@ -37,19 +35,23 @@ COLOUR_RGB: dict[str, tuple[float, float, float]] = {
 
 @dataclass(frozen=True)
 class Scene:
-    """One object on a background: everything an image and its caption are made from."""
+    """One object on a background: everything an image and its caption are made from.
+
+    There is no size or position attribute (world version 1 had both): objects are drawn near the centre at
+    one size, with small random jitter. With objects of two sizes at five positions, the CPU-budget ViT (8 px
+    patches on 32 px images) stayed near chance on shape after 1,000 pretraining steps (measured: linear
+    probe 26% on 32 colour + shape classes, against 57% for centred objects after 600 steps).
+    """
 
     shape: str
     colour: str
     pattern: str = "plain"
-    size: str = "large"
-    position: str = "center"
     background: str = "grey"
     style: str = "photo"
 
     def __post_init__(self) -> None:
-        for field, allowed in (("shape", SHAPES), ("colour", COLOURS), ("pattern", PATTERNS), ("size", SIZES),
-                               ("position", POSITIONS), ("background", BACKGROUNDS), ("style", STYLES)):
+        for field, allowed in (("shape", SHAPES), ("colour", COLOURS), ("pattern", PATTERNS),
+                               ("background", BACKGROUNDS), ("style", STYLES)):
             value = getattr(self, field)
             if value not in allowed:
                 raise ValueError(f"Scene.{field}={value!r} is not one of {', '.join(allowed)}")

@@ -1,6 +1,6 @@
 """Captions that name some of a scene's attributes, from a few templates, as alt-text names some of a photo's.
 
-Shape is always named; colour, pattern, size, position, background and style each only sometimes, so the text
+Shape is always named; colour, pattern, background and style each only sometimes, so the text
 encoder learns each word on its own and can compose class names it never saw together (zero-shot transfer).
 """
 
@@ -13,24 +13,20 @@ from .attributes import Scene
 __all__ = ["caption", "object_phrase"]
 
 _STYLE_NOUN = {"photo": "photo", "painting": "painting", "sketch": "sketch"}
-_POSITION_PHRASE = {"center": "in the center", "left": "on the left", "right": "on the right",
-                    "top": "at the top", "bottom": "at the bottom"}
 _TEMPLATES = (
     "a {style} of a {obj}.",
     "a {obj}.",
     "a {obj} on a {bg} background.",
-    "a {style} of a {obj} {pos}.",
-    "there is a {obj} {pos}.",
-    "a {obj} {pos} on a {bg} background.",
+    "a {style} of a {obj} on a {bg} background.",
+    "there is a {obj}.",
+    "a {bg} background with a {obj}.",
     "{obj}",
 )
 
 
 def object_phrase(scene: Scene, rng: np.random.Generator) -> str:
-    """E.g. "large striped red square": shape always, the other adjectives with fixed probabilities."""
+    """E.g. "striped red square": shape always, the other adjectives with fixed probabilities."""
     words = []
-    if rng.uniform() < 0.35:
-        words.append(scene.size)
     if scene.pattern != "plain" and rng.uniform() < 0.75 or scene.pattern == "plain" and rng.uniform() < 0.25:
         words.append(scene.pattern)
     if rng.uniform() < 0.85:
@@ -45,4 +41,4 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     if "{style}" not in template and scene.style != "photo" and rng.uniform() < 0.8:
         template = "a {style} of a {obj}."
     return template.format(style=_STYLE_NOUN[scene.style], obj=object_phrase(scene, rng),
-                           bg=scene.background, pos=_POSITION_PHRASE[scene.position])
+                           bg=scene.background)

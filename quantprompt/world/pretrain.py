@@ -37,11 +37,11 @@ class PretrainSettings:
     """Everything that determines the pretrained weights (recorded in the cache file's metadata)."""
 
     seed: int = 0
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 128
     pool_size: int = 4096
-    lr: float = 1e-3
-    warmup_steps: int = 40
+    lr: float = 2e-3
+    warmup_steps: int = 60
     weight_decay: float = 0.1
     embed_dim: int = 64
     vision_layers: int = 4
@@ -76,7 +76,7 @@ class PretrainSettings:
 
 
 DEFAULT = PretrainSettings()
-QUICK = PretrainSettings(steps=150, pool_size=2048, warmup_steps=20)
+QUICK = PretrainSettings(steps=400, pool_size=2048, warmup_steps=40)
 
 
 def make_pool(n: int, seed: int) -> tuple[np.ndarray, list[Scene]]:

@@ -1,7 +1,7 @@
 """Draw a :class:`Scene` as a 32x32 RGB image with numpy (no files, no fonts, nothing downloaded).
 
 Shapes are implicit functions on a 2x supersampled grid (so edges are anti-aliased after the 2x2 average);
-the per-image ``rng`` jitters hue, brightness, rotation, exact position and scale, pattern phase and pixel
+the per-image ``rng`` jitters hue, brightness, rotation, position and scale (a little), pattern phase and pixel
 noise, so two images of one scene differ the way two photos of one object do. Styles change the rendering the
 way a domain shift does: ``painting`` posterizes and adds brush texture, ``sketch`` keeps only a coloured
 outline on paper. Same scene + same rng state -> same bytes.
@@ -21,9 +21,7 @@ IMAGE_SIZE = 32
 _SS = 2  # supersampling factor
 _N = IMAGE_SIZE * _SS
 _GRID = (np.mgrid[0:_N, 0:_N].astype(np.float64) + 0.5) / _N * 2.0 - 1.0  # (y, x) in [-1, 1]
-_OFFSETS = {"center": (0.0, 0.0), "left": (0.0, -0.42), "right": (0.0, 0.42), "top": (-0.42, 0.0),
-            "bottom": (0.42, 0.0)}
-_RADIUS = {"small": 0.32, "large": 0.55}
+_RADIUS = 0.62  # the object spans ~60% of the image
 _BACKGROUND = {"white": 0.92, "black": 0.10, "grey": 0.50}
 
 
@@ -77,9 +75,8 @@ def _jitter_colour(rgb: tuple[float, float, float], rng: np.random.Generator) ->
 def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """``scene`` as a (32, 32, 3) uint8 array; all randomness comes from ``rng``."""
     y, x = _GRID
-    dy, dx = _OFFSETS[scene.position]
-    cy, cx = dy + rng.uniform(-0.08, 0.08), dx + rng.uniform(-0.08, 0.08)
-    radius = _RADIUS[scene.size] * rng.uniform(0.9, 1.1)
+    cy, cx = rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)
+    radius = _RADIUS * rng.uniform(0.9, 1.1)
     rot = rng.uniform(-0.35, 0.35)
     c, s = np.cos(rot), np.sin(rot)
     u = ((x - cx) * c + (y - cy) * s) / radius
