@@ -116,6 +116,7 @@ def test_resume_is_bit_exact(p4q_run: Path, data: Path, tmp_path: Path) -> None:
     ("TRAINER.P4Q.WEIGHT_BITS", "0", r"TRAINER\.P4Q\.WEIGHT_BITS=0 is out of range 2\.\.8"),
     ("TRAINER.P4Q.WEIGHT_BITS", "9", r"TRAINER\.P4Q\.WEIGHT_BITS=9 is out of range 2\.\.8"),
     ("TRAINER.P4Q.CALIBRATOR", "kl", r"TRAINER\.P4Q\.CALIBRATOR='kl' is not one of minmax, percentile, mse"),
+    ("TRAINER.P4Q.ACT_RANGE", "half", r"TRAINER\.P4Q\.ACT_RANGE='half' is not one of auto, full, reduced"),
     ("TRAINER.P4Q.LAMBDA", "-0.5", r"TRAINER\.P4Q\.LAMBDA=-0\.5 is out of range"),
     ("TRAINER.P4Q.TEACHER", "/no/such/ckpt", r"TRAINER\.P4Q\.TEACHER='/no/such/ckpt' is not a file"),
 ])

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     # P4Q (prompt settings come from TRAINER.COOP: N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION, PREC)
     "TRAINER.P4Q.WEIGHT_BITS": 8,  # CLIP's weights, both encoders: 2..8, symmetric
     "TRAINER.P4Q.ACT_BITS": 8,  # activations entering every quantized layer, per tensor
+    "TRAINER.P4Q.ACT_RANGE": "auto",  # auto | full | reduced (one bit fewer levels): the int8 kernel's grid
     "TRAINER.P4Q.PER_CHANNEL": True,  # one weight scale per output channel (False: per tensor)
     "TRAINER.P4Q.CALIBRATOR": "mse",  # minmax | percentile | mse
     "TRAINER.P4Q.CALIB_BATCHES": 4,  # training batches (test transform, fixed order) used for calibration

@@ -28,6 +28,7 @@ from .base import (
 P4Q_NODE = "TRAINER.P4Q"
 CALIBRATORS = ("minmax", "percentile", "mse")
 FP_ENCODERS = ("none", "image", "text")
+ACT_RANGES = ("auto", "full", "reduced")
 
 
 def validate_p4q_cfg(cfg: Any) -> None:
@@ -35,6 +36,7 @@ def validate_p4q_cfg(cfg: Any) -> None:
     n = P4Q_NODE
     _check_int(cfg, f"{n}.WEIGHT_BITS", 2, 8)
     _check_int(cfg, f"{n}.ACT_BITS", 2, 8)
+    _check_choice(cfg, f"{n}.ACT_RANGE", ACT_RANGES)
     _check_bool(cfg, f"{n}.PER_CHANNEL")
     _check_choice(cfg, f"{n}.CALIBRATOR", CALIBRATORS)
     _check_int(cfg, f"{n}.CALIB_BATCHES", 1)
@@ -87,6 +89,7 @@ class P4Q(PromptTrainer):
         n, cfg = P4Q_NODE, self.cfg
         opts.update(
             weight_bits=int(tcfg.get(cfg, f"{n}.WEIGHT_BITS")), act_bits=int(tcfg.get(cfg, f"{n}.ACT_BITS")),
+            act_range=str(tcfg.get(cfg, f"{n}.ACT_RANGE")),
             per_channel=bool(tcfg.get(cfg, f"{n}.PER_CHANNEL")), fp_encoder=str(tcfg.get(cfg, f"{n}.FP_ENCODER")),
             adapter_ratio=int(tcfg.get(cfg, f"{n}.R")), adapter_alpha=float(tcfg.get(cfg, f"{n}.ALPHA")),
             adapter_bits=int(tcfg.get(cfg, f"{n}.ADAPTER_BITS")), prompt_bits=int(tcfg.get(cfg, f"{n}.PROMPT_BITS")),
@@ -128,7 +131,8 @@ class P4Q(PromptTrainer):
         batches = self.calibration_batches()
         ranges = model.calibrate(batches, method)
         print(f"P4Q: PTQ calibrated {len(ranges)} activation quantizers ({method}) on {len(batches)} batches; "
-              f"W{model.weight_bits}A{model.act_bits}, full-precision encoder: {model.fp_encoder}")
+              f"W{model.weight_bits}A{model.act_bits} ({model.act_range} activation range), full-precision "
+              f"encoder: {model.fp_encoder}")
 
     # -- training step --------------------------------------------------------------------------------
     def forward_backward(self, batch: dict) -> dict:

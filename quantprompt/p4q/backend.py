@@ -5,11 +5,13 @@ with stride = kernel, run as a Linear over the unfolded patches) becomes a :clas
 codes and per-channel scales, prepacked for FBGEMM (``quantized::linear_prepack``), and the *calibrated*
 activation range of the simulated model, applied by ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``
 (quantize input -> int8 GEMM with int32 accumulation -> fp32 output). Weights are the simulated model's bit for
-bit. Activations use the calibrated range on the grid the kernel computes exactly (:func:`kernel_levels`): all
-255 levels on CPUs with VNNI, 127 levels without (FBGEMM's AVX2 path saturates above that), so on such CPUs
-the one difference from the simulated model is a coarser activation grid over the same range.
-Alternatives measured in ``bench/p4q.py`` (docs/p4q.md): PyTorch's dynamic int8 Linear (per-call ranges) and
-torchao's CPU int8 path.
+bit. Activations: the simulated model's own grid, which the kernel must compute exactly (:func:`kernel_levels`:
+255 levels on CPUs with VNNI, 127 without, where FBGEMM's AVX2 path saturates above that). The P4Q model picks
+that grid when it is built (``act_range="auto"``: :func:`deployment_act_range`) and computes every quantized
+layer in the kernel's own arithmetic (:func:`.fakequant.integer_linear`), so the int8 encoder returns the
+simulated model's features bit for bit; a model whose grid the kernel cannot compute is refused, not rounded
+onto another grid. Alternatives measured in ``bench/p4q.py`` (docs/p4q.md): PyTorch's dynamic int8 Linear
+(per-call ranges) and torchao's CPU int8 path.
 """
 
 from __future__ import annotations
@@ -19,34 +21,28 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .fakequant import ActQuant, weight_codes
-from .layers import QuantLinear, QuantPatchConv
+from .fakequant import ACT_RANGES, ActQuant, weight_codes
+from .layers import QuantLinear, QuantPatchConv, patches, unpatch
 from .ptq import _set, _shared_copy
 
 __all__ = ["int8_linear", "int8_image_encoder", "Int8ImageEncoder", "PatchLinear", "StaticInt8Linear",
-           "DynamicInt8Linear", "kernel_levels", "cpu_has_vnni"]
+           "DynamicInt8Linear", "kernel_levels", "cpu_has_vnni", "deployment_act_range", "resolve_act_range"]
 
 
 class StaticInt8Linear(nn.Module):
     """W8A8 Linear on FBGEMM: the input is quantized with the *calibrated* (scale, zero point) -- the simulated
     model's activation quantizer exactly -- multiplied in int8 x uint8 -> int32, and returned in fp32."""
 
-    def __init__(self, packed: object, in_features: int, out_features: int, act: ActQuant,
-                 levels: int = 255) -> None:
+    def __init__(self, packed: object, in_features: int, out_features: int, act: ActQuant) -> None:
         super().__init__()
         self.packed = packed
         self.in_features, self.out_features = in_features, out_features
-        scale, zero = float(act.scale), float(act.zero_point)
-        if levels != act.levels:  # the same calibrated range [lo, hi] on a coarser grid (see kernel_levels)
-            lo, hi = -zero * scale, (act.levels - zero) * scale
-            scale = (hi - lo) / levels
-            zero = round(-lo / scale)
-        self.x_scale = scale
-        self.x_zero_point = int(round(zero))
-        self.levels = levels
-        # the kernel clamps codes to uint8's [0, 255]; the range ends at code `levels`
-        self.x_lo = -self.x_zero_point * scale
-        self.x_hi = (levels - self.x_zero_point) * scale
+        self.x_scale = float(act.scale)
+        self.x_zero_point = int(round(float(act.zero_point)))
+        self.levels = act.levels
+        # the kernel clamps codes to uint8's [0, 255]; a grid that ends at a lower code clamps the input first
+        self.x_lo = -self.x_zero_point * self.x_scale
+        self.x_hi = (self.levels - self.x_zero_point) * self.x_scale
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, x_scale={self.x_scale:.4g}, "
@@ -79,12 +75,31 @@ def kernel_levels() -> int:
     return 255 if cpu_has_vnni() else 127
 
 
-def int8_linear(weight: Tensor, scale: Tensor, bias: Tensor | None, act: ActQuant, levels: int = 255
-                ) -> StaticInt8Linear:
+def deployment_act_range(act_bits: int = 8) -> str:
+    """The activation grid the int8 backend of this machine computes exactly: "reduced" for 8-bit activations
+    on FBGEMM (PyTorch's x86 engine) without VNNI, else "full". What ``act_range="auto"`` resolves to."""
+    engines = torch.backends.quantized.supported_engines
+    if int(act_bits) == 8 and ("fbgemm" in engines or "x86" in engines) and kernel_levels() < 255:
+        return "reduced"
+    return "full"
+
+
+def resolve_act_range(act_range: str, act_bits: int) -> str:
+    """"auto" -> :func:`deployment_act_range`; "full" / "reduced" as given; anything else is an error."""
+    if act_range not in ACT_RANGES:
+        raise ValueError(f"act_range={act_range!r} is not one of {', '.join(ACT_RANGES)}")
+    return deployment_act_range(act_bits) if act_range == "auto" else act_range
+
+
+def int8_linear(weight: Tensor, scale: Tensor, bias: Tensor | None, act: ActQuant) -> StaticInt8Linear:
     """A W8A8 Linear whose int8 weight is exactly ``weight_codes(weight, scale, 8)`` and whose input quantizer
-    is ``act``'s calibrated one."""
+    is ``act``'s calibrated one (its grid must be one the kernel computes exactly: :func:`kernel_levels`)."""
     if act is None:
         raise ValueError("the int8 backend needs calibrated activation quantizers on every quantized layer")
+    if act.levels > kernel_levels():
+        raise ValueError(f"activations on {act.levels} levels: the int8 kernel on this CPU computes at most "
+                         f"{kernel_levels()} exactly (no VNNI); build the model with act_range='reduced' "
+                         "(TRAINER.P4Q.ACT_RANGE reduced, or auto on this machine) and calibrate it again")
     w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
     out_features, in_features = w.shape
     per_channel = scale.numel() > 1
@@ -101,7 +116,7 @@ def int8_linear(weight: Tensor, scale: Tensor, bias: Tensor | None, act: ActQuan
             raise RuntimeError("int8_linear: the int8 kernel weights differ from the exported codes (please report)")
         packed = torch.ops.quantized.linear_prepack(
             qweight, None if bias is None else bias.detach().to(torch.float32).contiguous())
-    layer = StaticInt8Linear(packed, in_features, out_features, act, min(levels, act.levels))
+    layer = StaticInt8Linear(packed, in_features, out_features, act)
     layer.qweight = qweight  # kept for inspection (tests): the exact int8 weight the kernel multiplies
     return layer
 
@@ -117,11 +132,7 @@ class PatchLinear(nn.Module):
         self.linear = linear
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        k = self.kernel
-        patches = x.reshape(b, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * k * k)
-        out = self.linear(patches)  # (b, n, width)
-        return out.transpose(1, 2).reshape(b, -1, h // k, w // k)
+        return unpatch(self.linear(patches(x, self.kernel)), x.shape[2], x.shape[3], self.kernel)
 
 
 class Int8ImageEncoder(nn.Module):
@@ -155,12 +166,12 @@ class DynamicInt8Linear(nn.Module):
         return self.inner(x)
 
 
-def int8_visual(image_encoder: nn.Module, levels: int, dynamic: bool = False) -> nn.Module:
+def int8_visual(image_encoder: nn.Module, dynamic: bool = False) -> nn.Module:
     """A copy of a quantized image tower (sharing its fp tensors) whose quantized layers run on int8 kernels."""
     visual = _shared_copy(image_encoder)
 
     def convert(m: QuantLinear | QuantPatchConv) -> nn.Module:
-        layer = int8_linear(m.weight, m.w_scale, m.bias, m.act, levels)
+        layer = int8_linear(m.weight, m.w_scale, m.bias, m.act)
         return DynamicInt8Linear(layer) if dynamic else layer
 
     for name, module in list(visual.named_modules()):
@@ -171,14 +182,18 @@ def int8_visual(image_encoder: nn.Module, levels: int, dynamic: bool = False) ->
     return visual
 
 
-def int8_image_encoder(model: nn.Module, levels: int | None = None, dynamic: bool = False) -> Int8ImageEncoder:
-    """The image path of a P4Q model (8-bit weights, quantized image encoder) on PyTorch's int8 kernels."""
+def int8_image_encoder(model: nn.Module, dynamic: bool = False) -> Int8ImageEncoder:
+    """The image path of a P4Q model (8-bit weights, quantized image encoder) on PyTorch's int8 kernels.
+
+    Static (default): the simulated model's features bit for bit. ``dynamic``: PyTorch's dynamic int8 Linear on
+    the same weights (the alternative measured in bench/p4q.py; its per-call ranges differ from the model's)."""
     if model.fp_encoder == "image":
         raise ValueError("the int8 backend runs a quantized image encoder; this model keeps it in full precision")
     if model.weight_bits != 8:
         raise ValueError(f"the int8 backend runs 8-bit weights; this model has {model.weight_bits}-bit weights "
                          "(it runs with dequantized weights instead)")
+    if not model.calibrated:
+        raise ValueError("the int8 backend needs a calibrated P4Q model; call model.calibrate(batches) first")
     if "fbgemm" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "fbgemm"
-    levels = kernel_levels() if levels is None else int(levels)
-    return Int8ImageEncoder(int8_visual(model.image_encoder, levels, dynamic), model.prompt_learner.adapter).eval()
+    return Int8ImageEncoder(int8_visual(model.image_encoder, dynamic), model.prompt_learner.adapter).eval()

@@ -86,6 +86,7 @@ class P4Q(PromptModel):
         precision: str = "fp32",
         weight_bits: int = 8,
         act_bits: int = 8,
+        act_range: str = "auto",
         per_channel: bool = True,
         fp_encoder: str = "none",
         adapter_ratio: int = 4,
@@ -95,17 +96,24 @@ class P4Q(PromptModel):
         dataset: Optional[str] = None,
         teacher_ctx: Optional[Tensor] = None,
     ) -> None:
+        from .backend import resolve_act_range
+
         check_options(weight_bits, act_bits, fp_encoder, adapter_bits, prompt_bits)
-        #: what ``prompting.build('p4q', ...)`` needs to rebuild this model (the export stores it)
+        #: the activation grid, "full" or "reduced" ("auto": the one this machine's int8 kernel computes exactly)
+        self.act_range = resolve_act_range(act_range, act_bits)
+        #: what ``prompting.build('p4q', ...)`` needs to rebuild this model (the export stores it, with the
+        #: resolved activation grid, so a file calibrated here runs on the same grid everywhere)
         self.build_options: dict[str, Any] = dict(
             n_ctx=n_ctx, ctx_init=ctx_init, csc=bool(csc), class_token_position=class_token_position,
-            precision=precision, weight_bits=weight_bits, act_bits=act_bits, per_channel=bool(per_channel),
+            precision=precision, weight_bits=weight_bits, act_bits=act_bits, act_range=self.act_range,
+            per_channel=bool(per_channel),
             fp_encoder=fp_encoder, adapter_ratio=adapter_ratio, adapter_alpha=float(adapter_alpha),
             adapter_bits=adapter_bits, prompt_bits=prompt_bits, dataset=dataset)
         super().__init__(clip_model, precision)
         self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, bool(per_channel)
         self.fp_encoder = fp_encoder
-        student, acts = quantized_clip(clip_model, weight_bits, act_bits, bool(per_channel), fp_encoder)
+        student, acts = quantized_clip(clip_model, weight_bits, act_bits, bool(per_channel), fp_encoder,
+                                       reduce_range=self.act_range == "reduced")
         self.image_encoder = student.visual
         self.text_encoder = TextEncoder(student)
         if fp_encoder != "text":  # TextEncoder took the parametrized value once: keep it as a moving buffer
