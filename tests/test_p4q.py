@@ -226,3 +226,28 @@ def test_bad_model_options_are_refused(option: str, value, match: str) -> None:
 def test_unknown_calibrator_is_refused() -> None:
     with pytest.raises(ValueError, match="calibrator 'kl'"):
         build().calibrate([images()], "kl")
+
+
+def test_zero_shot_ptq_is_the_quantized_clip_with_hand_written_prompts() -> None:
+    """``zero_shot``: the PTQ baseline -- nothing learnable, no adapter, the teacher's template through the
+    quantized text tower; with activations unquantized its text features are the teacher's up to 8-bit weights."""
+    model = build(zero_shot=True, dataset="Caltech101")
+    model.calibrate([images(8, 2)], "mse")
+    model.eval()
+    assert model.trainable_parameters() == [] and model.build_options["zero_shot"] is True
+    x = images(4, 3)
+    with torch.no_grad():
+        before = model(x)
+        model.prompt_learner.adapter.fc2.parametrizations.weight.original.add_(1.0)  # the adapter is not used
+        model.invalidate_cache()
+        assert torch.equal(model(x), before)
+        model.prompt_learner.parametrizations.ctx.original.mul_(0)  # neither is the context
+        model.invalidate_cache()
+        assert torch.equal(model(x), before)
+        model.set_activation_mode("off")
+        student = model.text_features().float()
+        teacher = model.teacher_text_features()
+    assert torch.nn.functional.cosine_similarity(student, teacher).min() > 0.99
+    learned = build(dataset="Caltech101")
+    learned.calibrate([images(8, 2)], "mse")
+    assert learned.trainable_parameters()  # the default P4Q model does learn

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "TRAINER.P4Q.T": 2.0,  # distillation temperature
     "TRAINER.P4Q.TEACHER": "",  # "": zero-shot CLIP with the dataset's template; else a CoOp checkpoint path
     "TRAINER.P4Q.EXPORT": False,  # after training: <OUTPUT_DIR>/model.p4q.safetensors (real int8/int4 file)
+    "TRAINER.P4Q.ZERO_SHOT": False,  # True: evaluate the PTQ CLIP with hand-written prompts, learn nothing
     # data (CoOp's train.py adds it)
     "DATASET.SUBSAMPLE_CLASSES": "all",  # all | base | new
     # ours: evaluation and analysis outputs

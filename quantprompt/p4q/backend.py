@@ -136,17 +136,18 @@ class PatchLinear(nn.Module):
 
 
 class Int8ImageEncoder(nn.Module):
-    """images -> adapted image features, like ``P4Q.encode_image``, on int8 kernels."""
+    """images -> adapted image features, like ``P4Q.encode_image``, on int8 kernels (``adapter`` None: the
+    zero-shot PTQ model, which has none)."""
 
-
-    def __init__(self, visual: nn.Module, adapter: nn.Module) -> None:
+    def __init__(self, visual: nn.Module, adapter: nn.Module | None) -> None:
         super().__init__()
         self.visual = visual
         self.adapter = adapter
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        return self.adapter(self.visual(images.to(torch.float32)).float())
+        feats = self.visual(images.to(torch.float32)).float()
+        return feats if self.adapter is None else self.adapter(feats)
 
 
 class DynamicInt8Linear(nn.Module):
@@ -196,4 +197,5 @@ def int8_image_encoder(model: nn.Module, dynamic: bool = False) -> Int8ImageEnco
         raise ValueError("the int8 backend needs a calibrated P4Q model; call model.calibrate(batches) first")
     if "fbgemm" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "fbgemm"
-    return Int8ImageEncoder(int8_visual(model.image_encoder, dynamic), model.prompt_learner.adapter).eval()
+    adapter = None if getattr(model, "zero_shot", False) else model.prompt_learner.adapter
+    return Int8ImageEncoder(int8_visual(model.image_encoder, dynamic), adapter).eval()
