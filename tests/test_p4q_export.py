@@ -239,3 +239,26 @@ def test_the_activation_grid_round_trips_through_export(tmp_path: Path, act_rang
     x = images(4, 5)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_an_export_without_a_recorded_grid_loads_on_the_full_grid(tmp_path: Path) -> None:
+    """Files written before the activation grid was recorded were calibrated on the full grid."""
+    from safetensors.torch import load_file, save_file
+
+    from quantprompt.p4q.export import FORMAT, VERSION, _digest
+
+    torch.manual_seed(0)
+    model = prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32", prompt_bits=4,
+                            act_range="full")
+    model.calibrate([images(4, 2)], "minmax")
+    path = tmp_path / "new.p4q.safetensors"
+    export_p4q(model, path)
+    config = read_config(path)
+    del config["options"]["act_range"]
+    text = json.dumps(config, sort_keys=True)
+    tensors = load_file(str(path))
+    old = tmp_path / "old.p4q.safetensors"
+    save_file(tensors, str(old), metadata={"format": FORMAT, "version": VERSION, "config": text,
+                                           "sha256": _digest(text, tensors)})
+    loaded = load_p4q(old)
+    assert loaded.act_range == "full" and {q.levels for q in loaded.act_quants.values()} == {255}

@@ -154,7 +154,7 @@ def integer_linear(x: Tensor, act: ActQuant, w_codes: Tensor, w_scale: Tensor, b
     else:
         acc = (codes.double() @ w.double().t()).float()
     step = (act.scale.to(torch.float32) * w_scale.reshape(-1).to(torch.float32)).double()
-    out = acc.double() * step
+    out = acc.double().mul_(step)  # fp32 x fp32 is exact in fp64; in place: one fp64 copy of the output
     if bias is not None:
-        out = out + bias.to(torch.float32).double()
+        out.add_(bias.to(torch.float32).double())
     return out.to(torch.float32).reshape(*shape[:-1], w.shape[0]).to(dtype)
