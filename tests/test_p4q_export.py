@@ -171,10 +171,11 @@ def test_int8_backend_uses_the_exported_codes(exports: dict) -> None:
     assert torch.equal(dynamic.inner._weight_bias()[0].int_repr(), layer.qweight.int_repr())
 
 
-def test_int8_kernels_compute_the_simulated_model_bit_for_bit() -> None:
+def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The simulated model computes every quantized layer in the int8 kernel's own arithmetic on the grid the
     kernel computes exactly: one FBGEMM layer, and the whole image encoder, return its values bit for bit
     (stated tolerance: none), inputs beyond the calibrated range included."""
+    from quantprompt.p4q import fakequant
     from quantprompt.p4q.backend import int8_image_encoder, int8_linear
     from quantprompt.p4q.fakequant import ActQuant, integer_linear, weight_codes, weight_scale
 
@@ -188,6 +189,19 @@ def test_int8_kernels_compute_the_simulated_model_bit_for_bit() -> None:
         scale = weight_scale(w, 8)
         expected = integer_linear(x, act, weight_codes(w, scale, 8), scale, b)
         assert torch.equal(int8_linear(w, scale, b, act)(x), expected)
+    # sums beyond fp32's exact integers (2^24: large codes of one sign) take the fp64 path; an fp32 sum would
+    # round them differently from the kernel's int32 on about half of the outputs
+    w = 0.04 + 0.01 * torch.rand(64, 4096, generator=gen)
+    act = ActQuant(8, reduce_range=True)
+    act.set_range(-3.0, 2.5)
+    x = 2.0 + 0.5 * torch.rand(32, 4096, generator=gen)
+    scale = weight_scale(w, 8)
+    codes = weight_codes(w, scale, 8)
+    kernel = int8_linear(w, scale, None, act)(x)
+    assert torch.equal(kernel, integer_linear(x, act, codes, scale, None))
+    monkeypatch.setattr(fakequant, "EXACT_FP32_SUM", float("inf"))  # force the fp32 sum
+    assert not torch.equal(kernel, integer_linear(x, act, codes, scale, None))
+    monkeypatch.undo()
 
     torch.manual_seed(0)
     model = prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32", prompt_bits=4)
