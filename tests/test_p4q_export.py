@@ -176,7 +176,7 @@ def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytes
     kernel computes exactly: one FBGEMM layer, and the whole image encoder, return its values bit for bit
     (stated tolerance: none), inputs beyond the calibrated range included."""
     from quantprompt.p4q import fakequant
-    from quantprompt.p4q.backend import int8_image_encoder, int8_linear
+    from quantprompt.p4q.backend import Int8ResidualBlock, int8_image_encoder, int8_linear
     from quantprompt.p4q.fakequant import ActQuant, integer_linear, weight_codes, weight_scale
 
     gen = torch.Generator().manual_seed(0)
@@ -208,10 +208,21 @@ def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytes
     model.calibrate([images(8, 2)], "mse")
     model.eval()
     x = images(6, 9)
+    encoder = int8_image_encoder(model)
+    blocks = encoder.visual.transformer.resblocks
+    assert len(blocks) > 0 and all(isinstance(b, Int8ResidualBlock) for b in blocks)  # the in-place form runs
     with torch.no_grad():
         expected = model.encode_image(x)
-        got = int8_image_encoder(model)(x)
+        given = x.clone()
+        got = encoder(x)
+    assert torch.equal(x, given)  # in place on its own temporaries only, never on the caller's images
     assert torch.equal(got, expected), (got - expected).abs().max()
+    # the clamp-in-place entry point computes forward's values; forward leaves its input alone, consume may not
+    layer = blocks[0].c_fc
+    h = torch.randn(2, 5, layer.in_features, generator=gen) * 4  # beyond the calibrated range: clamped
+    kept = h.clone()
+    out = layer(h)
+    assert torch.equal(h, kept) and torch.equal(layer.consume(h), out) and not torch.equal(h, kept)
     with pytest.raises(ValueError, match="keeps it in full precision"):
         int8_image_encoder(prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32",
                                            prompt_bits=4, fp_encoder="image"))

@@ -21,11 +21,13 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ..prompting.text import _is_openai_block
 from .fakequant import ACT_RANGES, ActQuant, weight_codes
 from .layers import QuantLinear, QuantPatchConv, patches, unpatch
 from .ptq import _set, _shared_copy
 
-__all__ = ["int8_linear", "int8_image_encoder", "Int8ImageEncoder", "PatchLinear", "StaticInt8Linear",
+__all__ = ["int8_linear", "int8_image_encoder", "Int8ImageEncoder", "Int8ResidualBlock", "PatchLinear",
+           "StaticInt8Linear",
            "DynamicInt8Linear", "kernel_levels", "cpu_has_vnni", "deployment_act_range", "resolve_act_range"]
 
 
@@ -49,10 +51,18 @@ class StaticInt8Linear(nn.Module):
                 f"x_zero_point={self.x_zero_point}")
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, in_place=False)
+
+    def consume(self, x: Tensor) -> Tensor:
+        """``forward``, but free to overwrite ``x`` with its clamped values: for a temporary the caller owns
+        and no longer needs (:class:`Int8ResidualBlock`), which saves allocating and writing one more copy."""
+        return self._run(x, in_place=x.dtype == torch.float32 and x.is_contiguous())
+
+    def _run(self, x: Tensor, in_place: bool) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1]).to(torch.float32)
         if self.levels < 255:
-            x = x.clamp(self.x_lo, self.x_hi)
+            x = x.clamp_(self.x_lo, self.x_hi) if in_place else x.clamp(self.x_lo, self.x_hi)
         y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
             x.contiguous(), self.x_scale, self.x_zero_point, self.packed)
         return y.reshape(*shape[:-1], self.out_features)
@@ -132,7 +142,35 @@ class PatchLinear(nn.Module):
         self.linear = linear
 
     def forward(self, x: Tensor) -> Tensor:
-        return unpatch(self.linear(patches(x, self.kernel)), x.shape[2], x.shape[3], self.kernel)
+        flat = patches(x, self.kernel)  # a fresh copy (a permuted reshape): the layer may overwrite it
+        out = self.linear.consume(flat) if isinstance(self.linear, StaticInt8Linear) else self.linear(flat)
+        return unpatch(out, x.shape[2], x.shape[3], self.kernel)
+
+
+class Int8ResidualBlock(nn.Module):
+    """CLIP's ``ResidualAttentionBlock`` (image tower: no attention mask) with int8 attention projections and
+    MLP, computing exactly what the block computes, bit for bit, but in place on its own temporaries.
+
+    CLIP's block allocates a new tensor at every step: each quantized layer's clamped input, three for
+    QuickGELU (``x * sigmoid(1.702 * x)``), two residual sums. Here a layer clamps the LayerNorm / attention /
+    QuickGELU output it is handed in place (:meth:`StaticInt8Linear.consume`), QuickGELU makes one tensor
+    (``t = 1.702 * m``, ``sigmoid_``, ``mul_ m``) and each residual sum is added into the layer's fresh output.
+    Same kernels, same operands, commuted products and sums only, so the values are identical (tested); the
+    simulated model keeps CLIP's block.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        if block.attn_mask is not None:
+            raise ValueError("Int8ResidualBlock runs the image tower's blocks, which have no attention mask")
+        self.ln_1, self.attn, self.ln_2 = block.ln_1, block.attn, block.ln_2
+        self.c_fc, self.c_proj = block.mlp.c_fc, block.mlp.c_proj
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.attn.out_proj.consume(self.attn.attend(self.attn.in_proj.consume(self.ln_1(x)))).add_(x)
+        m = self.c_fc.consume(self.ln_2(x))
+        t = torch.mul(m, 1.702).sigmoid_().mul_(m)  # QuickGELU: m * sigmoid(1.702 * m), one allocation
+        return self.c_proj.consume(t).add_(x)
 
 
 class Int8ImageEncoder(nn.Module):
@@ -180,6 +218,13 @@ def int8_visual(image_encoder: nn.Module, dynamic: bool = False) -> nn.Module:
             _set(visual, name, convert(module))
         elif isinstance(module, QuantPatchConv):
             _set(visual, name, PatchLinear(module, convert(module)))
+    if not dynamic:  # OpenAI's blocks whose four layers all run on FBGEMM: the in-place form of the block
+        for name, block in list(visual.named_modules()):
+            if _is_openai_block(block) and block.attn_mask is None and all(
+                    isinstance(m, StaticInt8Linear) for m in (getattr(block.attn, "in_proj", None),
+                                                              getattr(block.attn, "out_proj", None),
+                                                              block.mlp.c_fc, block.mlp.c_proj)):
+                _set(visual, name, Int8ResidualBlock(block))
     return visual
 
 

@@ -134,16 +134,19 @@ class QuantMultiheadAttention(nn.Module):
         if key_padding_mask is not None or not (query is key and key is value):
             raise ValueError("QuantMultiheadAttention implements CLIP's self-attention only (query = key = value, "
                              "no key_padding_mask)")
-        length, batch, dim = query.shape
+        return self.out_proj(self.attend(self.in_proj(query), attn_mask)), None
+
+    def attend(self, qkv: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """(length, batch, 3 * dim) packed projections -> (length, batch, dim) attention output, before
+        ``out_proj`` (the floating-point part, shared with the integer backend's blocks)."""
+        length, batch, dim = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         heads = self.num_heads
-        qkv = self.in_proj(query).reshape(length, batch, 3, heads, dim // heads)
-        q, k, v = qkv.permute(2, 1, 3, 0, 4).unbind(0)  # each (batch, heads, length, head_dim)
-        mask = None
+        q, k, v = qkv.reshape(length, batch, 3, heads, dim // heads).permute(2, 1, 3, 0, 4).unbind(0)
+        mask = None  # q, k, v: each (batch, heads, length, head_dim)
         if attn_mask is not None:
             mask = attn_mask[:length, :length].to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.permute(2, 0, 1, 3).reshape(length, batch, dim)
-        return self.out_proj(out), None
+        return out.permute(2, 0, 1, 3).reshape(length, batch, dim)
 
 
 class WeightFakeQuant(nn.Module):
