@@ -13,8 +13,11 @@ ViT-B/32 shapes with random weights for size and speed (they do not depend on th
    images, and ``_batch1`` one image per call), on PyTorch's dynamic int8 Linear
    (``p4q_cpu_speedup_int8_dynamic``) and, with ``--torchao``, torchao's int8-dynamic-activation int8-weight
    path on the same weights (``p4q_cpu_speedup_torchao``). On an AVX2 CPU without VNNI the int8 GEMM runs
-   at a fixed ~45 GMAC/s per core whatever the batch, while fp32 GEMMs get faster with larger batches, so
-   the speed-up is largest one image at a time (docs/p4q.md).
+   at a fixed ~43-46 GMAC/s per core whatever the batch, while fp32 GEMMs get faster with larger batches, so
+   the speed-up is largest one image at a time (docs/p4q.md). ``p4q_gemm_speedup_int8`` (``_batch1``) is
+   the ceiling of the encoders' ratio: one block's four GEMMs (attention in/out projection, MLP in/out) at
+   the same rows, fp32 ``F.linear`` against the int8 kernel the encoder calls, with their rates in GMAC/s
+   (``p4q_gemm_rate_*_gmacs``); those GEMMs are ~90% of either encoder's time.
 4. ``p4q_prediction_agreement``: share of ``--test-images`` images whose class under the exported int8 model
    (loaded back, FBGEMM) equals the simulated-quantization model's (the calibrated P4Q model, fake
    quantization), on the random-weight ViT-B/32. The simulated model uses the activation grid this machine's
@@ -68,6 +71,44 @@ def best_time(fn: Callable[[], Any], repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - start)
     return out
+
+
+class BlockGemms:
+    """The four GEMMs of one transformer block (attention in/out projections, MLP in/out) at ``rows`` tokens:
+    fp32 ``F.linear`` (the addmm CLIP's encoder calls) against the int8 kernel our encoder calls (input
+    quantization included). They bound the encoders' ratio (~90% of either encoder's time), so they are timed
+    in the same interleaved rounds as the encoders (:meth:`round`), best of the rounds."""
+
+    def __init__(self, clip: Any, int8: Any, rows: int) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        fp_block = clip.visual.transformer.resblocks[0]
+        q_block = int8.visual.transformer.resblocks[0]
+        fp = [(fp_block.attn.in_proj_weight, fp_block.attn.in_proj_bias),
+              (fp_block.attn.out_proj.weight, fp_block.attn.out_proj.bias),
+              (fp_block.mlp.c_fc.weight, fp_block.mlp.c_fc.bias), (fp_block.mlp.c_proj.weight, fp_block.mlp.c_proj.bias)]
+        q = [q_block.attn.in_proj, q_block.attn.out_proj, q_block.c_fc, q_block.c_proj]
+        g = torch.Generator().manual_seed(0)
+        inputs = [torch.rand(rows, w.shape[1], generator=g) for w, _ in fp]  # within every calibrated range
+        kernel = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+        self.calls = {
+            "fp32": [lambda x=x, w=w, b=b: F.linear(x, w, b) for (w, b), x in zip(fp, inputs)],
+            "int8": [lambda x=x, m=m: kernel(x, m.x_scale, m.x_zero_point, m.packed) for m, x in zip(q, inputs)],
+        }
+        self.best = {k: [float("inf")] * len(fp) for k in self.calls}
+        self.gmac = sum(rows * w.shape[0] * w.shape[1] for w, _ in fp) / 1e9
+        for fns in self.calls.values():  # warm-up
+            for fn in fns:
+                fn()
+
+    def round(self) -> None:
+        for i in range(len(self.best["fp32"])):
+            for name, fns in self.calls.items():
+                self.best[name][i] = min(self.best[name][i], best_time(fns[i], 1)[0])
+
+    def seconds(self, name: str) -> float:
+        return sum(self.best[name])
 
 
 def torchao_encoder(model: Any) -> Any:
@@ -236,13 +277,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(f"torchao not importable ({err}); skipped")
     times: dict[str, list[float]] = {k: [] for k in encoders}
     single: dict[str, list[float]] = {k: [] for k in encoders}  # one image per call: latency-bound serving
+    tokens = (VIT_B32["image_resolution"] // VIT_B32["vision_patch_size"]) ** 2 + 1
     with torch.no_grad():
+        gemms = {"": BlockGemms(clip, int8, args.batch * tokens), "_batch1": BlockGemms(clip, int8, tokens)}
         for enc in encoders.values():  # warm-up (weight packing, allocator)
             enc(batch[:2])
         for _ in range(args.repeats):
             for name, enc in encoders.items():
                 times[name] += best_time(lambda enc=enc: enc(batch), 1)
                 single[name] += best_time(lambda enc=enc: enc(batch[:1]), 3)
+            for gemm in gemms.values():
+                gemm.round()
     best = {k: min(v) for k, v in times.items()}
     best1 = {k: min(v) for k, v in single.items()}
     for name, seconds in best.items():
@@ -250,6 +295,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{1 / best1[name]:7.2f} images/s one at a time (best of {args.repeats} / {3 * args.repeats})")
     figures["p4q_cpu_speedup_int8"] = best["fp32"] / best["int8"]
     figures["p4q_cpu_speedup_int8_batch1"] = best1["fp32"] / best1["int8"]
+    for label, gemm in gemms.items():
+        rows, encoder_seconds = (args.batch * tokens, best["fp32"]) if label == "" else (tokens, best1["fp32"])
+        share = VIT_B32["vision_layers"] * gemm.seconds("fp32") / encoder_seconds
+        print(f"  one block's 4 GEMMs at {rows} rows: fp32 {gemm.gmac / gemm.seconds('fp32'):.1f} GMAC/s, int8 "
+              f"{gemm.gmac / gemm.seconds('int8'):.1f} GMAC/s; x{VIT_B32['vision_layers']} blocks = "
+              f"{100 * share:.0f}% of the fp32 encoder's time")
+        figures[f"p4q_gemm_speedup_int8{label}"] = gemm.seconds("fp32") / gemm.seconds("int8")
+        figures[f"p4q_gemm_rate_int8_gmacs{label}"] = gemm.gmac / gemm.seconds("int8")
+        figures[f"p4q_gemm_rate_fp32_gmacs{label}"] = gemm.gmac / gemm.seconds("fp32")
     figures["p4q_cpu_speedup_int8_dynamic"] = best["fp32"] / best["int8_dynamic"]
     if "torchao" in best:
         figures["p4q_cpu_speedup_torchao"] = best["fp32"] / best["torchao"]
