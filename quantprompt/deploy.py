@@ -308,7 +308,7 @@ class Classifier:
             from quantprompt.p4q.backend import int8_image_encoder
 
             if self.device.type != "cpu":
-                raise DeployError("--int8 runs on the CPU (PyTorch's dynamic int8 kernels); use --device cpu")
+                raise DeployError("--int8 runs on the CPU (PyTorch's FBGEMM int8 kernels); use --device cpu")
             try:
                 self.image_encoder = int8_image_encoder(model)
             except ValueError as err:

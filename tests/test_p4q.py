@@ -105,6 +105,34 @@ def test_calibrated_activations_take_2_pow_a_levels() -> None:
     x.requires_grad_(True)
     q(x).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))  # straight-through
+    reduced = ActQuant(8, reduce_range=True)  # the grid of int8 GEMMs without VNNI: one bit fewer
+    reduced.set_range(-1.0, 3.0)
+    assert reduced.levels == 127 and reduced.quantize(x.detach()).unique().numel() <= 128
+
+
+def test_integer_arithmetic_is_the_fake_quantized_layer() -> None:
+    """A calibrated layer computes in the int8 kernel's integer form; that is the fake-quantized layer
+    (quantized input times dequantized weight) up to fp32 rounding, with the same gradient."""
+    from torch.nn.functional import linear
+
+    from quantprompt.p4q.fakequant import fake_quant_weight, integer_linear
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 200, generator=gen) * 0.1
+    bias = torch.randn(48, generator=gen)
+    act = ActQuant(8)
+    act.set_range(-2.0, 2.0)
+    x = (torch.randn(16, 200, generator=gen) * 1.2).requires_grad_(True)
+    scale = weight_scale(w, 8)
+    got = integer_linear(x, act, weight_codes(w, scale, 8), scale, bias)
+    qw = fake_quant_weight(w, scale, 8)
+    act.mode = "quant"
+    expected = linear(act(x), qw, bias)
+    # stated tolerance: 1e-4 absolute on outputs of magnitude ~5 (two summation orders of the same products)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0), (got - expected).abs().max()
+    (g_int,) = torch.autograd.grad(got.sum(), x)
+    (g_fake,) = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(g_int, g_fake, atol=1e-5, rtol=1e-5)  # straight-through, through the weight
 
 
 def test_distillation_is_zero_for_equal_logits_and_positive_otherwise() -> None:
@@ -198,3 +226,28 @@ def test_bad_model_options_are_refused(option: str, value, match: str) -> None:
 def test_unknown_calibrator_is_refused() -> None:
     with pytest.raises(ValueError, match="calibrator 'kl'"):
         build().calibrate([images()], "kl")
+
+
+def test_zero_shot_ptq_is_the_quantized_clip_with_hand_written_prompts() -> None:
+    """``zero_shot``: the PTQ baseline -- nothing learnable, no adapter, the teacher's template through the
+    quantized text tower; with activations unquantized its text features are the teacher's up to 8-bit weights."""
+    model = build(zero_shot=True, dataset="Caltech101")
+    model.calibrate([images(8, 2)], "mse")
+    model.eval()
+    assert model.trainable_parameters() == [] and model.build_options["zero_shot"] is True
+    x = images(4, 3)
+    with torch.no_grad():
+        before = model(x)
+        model.prompt_learner.adapter.fc2.parametrizations.weight.original.add_(1.0)  # the adapter is not used
+        model.invalidate_cache()
+        assert torch.equal(model(x), before)
+        model.prompt_learner.parametrizations.ctx.original.mul_(0)  # neither is the context
+        model.invalidate_cache()
+        assert torch.equal(model(x), before)
+        model.set_activation_mode("off")
+        student = model.text_features().float()
+        teacher = model.teacher_text_features()
+    assert torch.nn.functional.cosine_similarity(student, teacher).min() > 0.99
+    learned = build(dataset="Caltech101")
+    learned.calibrate([images(8, 2)], "mse")
+    assert learned.trainable_parameters()  # the default P4Q model does learn

@@ -116,6 +116,7 @@ def test_resume_is_bit_exact(p4q_run: Path, data: Path, tmp_path: Path) -> None:
     ("TRAINER.P4Q.WEIGHT_BITS", "0", r"TRAINER\.P4Q\.WEIGHT_BITS=0 is out of range 2\.\.8"),
     ("TRAINER.P4Q.WEIGHT_BITS", "9", r"TRAINER\.P4Q\.WEIGHT_BITS=9 is out of range 2\.\.8"),
     ("TRAINER.P4Q.CALIBRATOR", "kl", r"TRAINER\.P4Q\.CALIBRATOR='kl' is not one of minmax, percentile, mse"),
+    ("TRAINER.P4Q.ACT_RANGE", "half", r"TRAINER\.P4Q\.ACT_RANGE='half' is not one of auto, full, reduced"),
     ("TRAINER.P4Q.LAMBDA", "-0.5", r"TRAINER\.P4Q\.LAMBDA=-0\.5 is out of range"),
     ("TRAINER.P4Q.TEACHER", "/no/such/ckpt", r"TRAINER\.P4Q\.TEACHER='/no/such/ckpt' is not a file"),
 ])
@@ -132,3 +133,29 @@ def test_teacher_from_a_coop_checkpoint(data: Path, tmp_path: Path) -> None:
     log = run(argv(data, "P4Q", tmp_path / "p4q", "OPTIM.MAX_EPOCH", "1", "TRAINER.P4Q.TEACHER", str(ckpt)))
     assert re.search(r"^\* accuracy: [\d.]+%$", log, re.M)
     shutil.rmtree(tmp_path / "p4q")
+
+
+def test_zero_shot_ptq_evaluates_and_its_test_run_reuses_the_base_calibration(data: Path, tmp_path: Path) -> None:
+    """TRAINER.P4Q.ZERO_SHOT: the "training" run learns nothing (no epoch, no checkpoint, Size 0) and writes
+    the calibration only; the evaluation run on the new classes loads it instead of calibrating on them."""
+    from safetensors.torch import load_file
+
+    from quantprompt.results.sizes import run_size
+
+    train = tmp_path / "train"
+    log = run(argv(data, "P4Q", train, *OPTS, "TRAINER.P4Q.ZERO_SHOT", "True"))
+    assert "has nothing to train: evaluating" in log and "epoch [" not in log
+    accuracy(log)
+    calibration = train / "prompt_learner" / "calibration.safetensors"
+    ranges = load_file(str(calibration))
+    assert ranges and all(k.endswith((".scale", ".zero_point")) for k in ranges)
+    assert not list((train / "prompt_learner").glob("model*"))  # nothing learned, nothing else saved
+    info, problem = run_size(train, "P4Q")
+    assert problem is None and info is not None and info.payload_bytes == 0
+    test = run(argv(data, "P4Q", tmp_path / "test", *OPTS, "TRAINER.P4Q.ZERO_SHOT", "True", sub="new",
+                    extra=("--model-dir", str(train), "--load-epoch", "4", "--eval-only")))
+    assert f'Loading the PTQ calibration from "{calibration}"' in test
+    accuracy(test)
+    with pytest.raises(FileNotFoundError, match="PTQ calibration not found"):
+        run(argv(data, "P4Q", tmp_path / "orphan", *OPTS, "TRAINER.P4Q.ZERO_SHOT", "True", sub="new",
+                 extra=("--model-dir", str(tmp_path / "nowhere"), "--load-epoch", "4", "--eval-only")))

@@ -187,10 +187,13 @@ def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_p
     assert all(isinstance(cell, float) for row in summary_table.rows for cell in row[2:])  # base, new, H
     sizes = {row[0]: row[1] for row in summary_table.rows}
     assert sizes["CLIP (zero-shot)"] == "0KB" and sizes["CoOp"] != "-"
+    # P4Q's rows: the PTQ baselines learn nothing; P4Q stores its packed prompt and adapter
+    assert sizes["PTQ W8A8 (zero-shot)"] == sizes["PTQ W4A8 (zero-shot)"] == "0KB"
+    assert sizes["P4Q W8A8"].endswith("KB") and sizes["P4Q W8A8"] != "0KB" and sizes["P4Q W4A8"] != "-"
     text = "\n".join(lines)
     assert f"[{len(p.jobs)}/{len(p.jobs)}]" in text and "Checks:" in text
     assert "zero-shot accuracy on new classes" in text and "CoOp on base classes" in text
-    assert {f.name for f in result["figures"]} == {"demo_h.png", "demo_bits.png", "demo_noise.png"}
+    assert {f.name for f in result["figures"]} == {"demo_h.png", "demo_bits.png", "demo_noise.png", "demo_p4q.png"}
     assert all(f.stat().st_size > 1000 for f in result["figures"])
     # zero-shot on the quick world's new classes: above chance (1/32) by the margin stated here, 1.5x
     zs_new = result["summary"]["CLIP (zero-shot)"]["new"]

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     # P4Q (prompt settings come from TRAINER.COOP: N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION, PREC)
     "TRAINER.P4Q.WEIGHT_BITS": 8,  # CLIP's weights, both encoders: 2..8, symmetric
     "TRAINER.P4Q.ACT_BITS": 8,  # activations entering every quantized layer, per tensor
+    "TRAINER.P4Q.ACT_RANGE": "auto",  # auto | full | reduced (one bit fewer levels): the int8 kernel's grid
     "TRAINER.P4Q.PER_CHANNEL": True,  # one weight scale per output channel (False: per tensor)
     "TRAINER.P4Q.CALIBRATOR": "mse",  # minmax | percentile | mse
     "TRAINER.P4Q.CALIB_BATCHES": 4,  # training batches (test transform, fixed order) used for calibration
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "TRAINER.P4Q.T": 2.0,  # distillation temperature
     "TRAINER.P4Q.TEACHER": "",  # "": zero-shot CLIP with the dataset's template; else a CoOp checkpoint path
     "TRAINER.P4Q.EXPORT": False,  # after training: <OUTPUT_DIR>/model.p4q.safetensors (real int8/int4 file)
+    "TRAINER.P4Q.ZERO_SHOT": False,  # True: evaluate the PTQ CLIP with hand-written prompts, learn nothing
     # data (CoOp's train.py adds it)
     "DATASET.SUBSAMPLE_CLASSES": "all",  # all | base | new
     # ours: evaluation and analysis outputs

@@ -3,10 +3,16 @@
 Config: prompt settings under ``TRAINER.COOP`` (CoOp's learner is reused), the method's under ``TRAINER.P4Q``
 (see quantprompt/dassl_plugin/config.py and docs/p4q.md). Checkpoints in ``prompt_learner/`` hold the context, the adapter and
 the calibrated activation ranges; the packed ``model.qpt-<epoch>`` holds context and adapter.
+
+``TRAINER.P4Q.ZERO_SHOT True`` is the PTQ baseline: the quantized CLIP with hand-written prompts and no adapter.
+Like ZeroshotCLIP, "training" evaluates; it writes only the calibrated activation ranges
+(``prompt_learner/calibration.safetensors``), which the evaluation runs of the same model directory load, so a
+base-to-new test on the new classes uses the base run's calibration (no new-class image is seen).
 """
 
 from __future__ import annotations
 
+import os
 import os.path as osp
 from typing import Any, Optional
 
@@ -28,6 +34,8 @@ from .base import (
 P4Q_NODE = "TRAINER.P4Q"
 CALIBRATORS = ("minmax", "percentile", "mse")
 FP_ENCODERS = ("none", "image", "text")
+ACT_RANGES = ("auto", "full", "reduced")
+CALIBRATION_FILE = "calibration.safetensors"  # zero-shot PTQ runs: the activation ranges, nothing else
 
 
 def validate_p4q_cfg(cfg: Any) -> None:
@@ -35,6 +43,7 @@ def validate_p4q_cfg(cfg: Any) -> None:
     n = P4Q_NODE
     _check_int(cfg, f"{n}.WEIGHT_BITS", 2, 8)
     _check_int(cfg, f"{n}.ACT_BITS", 2, 8)
+    _check_choice(cfg, f"{n}.ACT_RANGE", ACT_RANGES)
     _check_bool(cfg, f"{n}.PER_CHANNEL")
     _check_choice(cfg, f"{n}.CALIBRATOR", CALIBRATORS)
     _check_int(cfg, f"{n}.CALIB_BATCHES", 1)
@@ -50,6 +59,7 @@ def validate_p4q_cfg(cfg: Any) -> None:
     if tcfg.get(cfg, f"{n}.T") <= 0:
         _fail(f"{n}.T", tcfg.get(cfg, f"{n}.T"), "is out of range (must be > 0)")
     _check_bool(cfg, f"{n}.EXPORT")
+    _check_bool(cfg, f"{n}.ZERO_SHOT")
     _check_str(cfg, f"{n}.TEACHER")
     teacher = tcfg.get(cfg, f"{n}.TEACHER")
     if teacher and not osp.isfile(teacher):
@@ -87,10 +97,12 @@ class P4Q(PromptTrainer):
         n, cfg = P4Q_NODE, self.cfg
         opts.update(
             weight_bits=int(tcfg.get(cfg, f"{n}.WEIGHT_BITS")), act_bits=int(tcfg.get(cfg, f"{n}.ACT_BITS")),
+            act_range=str(tcfg.get(cfg, f"{n}.ACT_RANGE")),
             per_channel=bool(tcfg.get(cfg, f"{n}.PER_CHANNEL")), fp_encoder=str(tcfg.get(cfg, f"{n}.FP_ENCODER")),
             adapter_ratio=int(tcfg.get(cfg, f"{n}.R")), adapter_alpha=float(tcfg.get(cfg, f"{n}.ALPHA")),
             adapter_bits=int(tcfg.get(cfg, f"{n}.ADAPTER_BITS")), prompt_bits=int(tcfg.get(cfg, f"{n}.PROMPT_BITS")),
             dataset=str(tcfg.get(cfg, "DATASET.NAME", "")) or None,
+            zero_shot=bool(tcfg.get(cfg, f"{n}.ZERO_SHOT")),
         )
         return opts
 
@@ -128,7 +140,8 @@ class P4Q(PromptTrainer):
         batches = self.calibration_batches()
         ranges = model.calibrate(batches, method)
         print(f"P4Q: PTQ calibrated {len(ranges)} activation quantizers ({method}) on {len(batches)} batches; "
-              f"W{model.weight_bits}A{model.act_bits}, full-precision encoder: {model.fp_encoder}")
+              f"W{model.weight_bits}A{model.act_bits} ({model.act_range} activation range), full-precision "
+              f"encoder: {model.fp_encoder}")
 
     # -- training step --------------------------------------------------------------------------------
     def forward_backward(self, batch: dict) -> dict:
@@ -168,7 +181,63 @@ class P4Q(PromptTrainer):
         meta["bits"] = self.options.get("adapter_bits")
         return meta
 
+    # -- zero-shot PTQ (TRAINER.P4Q.ZERO_SHOT): nothing to learn ------------------------------------------
+    @property
+    def zero_shot(self) -> bool:
+        return bool(tcfg.get(self.cfg, f"{P4Q_NODE}.ZERO_SHOT"))
+
+    def train(self) -> None:  # type: ignore[override]
+        if not self.zero_shot:
+            super().train()
+            return
+        print("P4Q zero-shot PTQ: the quantized CLIP with hand-written prompts has nothing to train: evaluating")
+        path = self.save_calibration(self.output_dir)
+        print(f"PTQ calibration saved to {path}")
+        if tcfg.get(self.cfg, f"{P4Q_NODE}.EXPORT"):
+            self.export(osp.join(self.output_dir, "model.p4q.safetensors"))
+        print("Storage of learned parameters (none: zero-shot PTQ): 0 bytes payload")
+        self.test()
+
+    def save_calibration(self, directory: str) -> str:
+        """The activation ranges (the only state of the zero-shot PTQ model) as safetensors, atomically."""
+        from safetensors.torch import save_file
+
+        folder = osp.join(directory, self.MODEL_NAME)
+        os.makedirs(folder, exist_ok=True)
+        path = osp.join(folder, CALIBRATION_FILE)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.prompt_learner.act_ranges.state_dict().items()}
+        tmp = path + ".tmp"
+        try:
+            save_file(state, tmp, metadata={"format": "quantprompt-p4q-calibration"})
+            os.replace(tmp, path)
+        finally:
+            if osp.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    def load_calibration(self, directory: str) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = osp.join(directory, self.MODEL_NAME, CALIBRATION_FILE)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'PTQ calibration not found at "{path}": run the zero-shot P4Q training run '
+                                    "(TRAINER.P4Q.ZERO_SHOT True) into --model-dir first")
+        try:
+            state = load_file(path)
+            self.model.prompt_learner.act_ranges.load_state_dict(state, strict=True)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"{path}: not the calibration of this model ({type(err).__name__}: "
+                             f"{str(err)[:200]})") from None
+        print(f'Loading the PTQ calibration from "{path}"')
+
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        super().load_model(directory, epoch)
+        if self.zero_shot:
+            if directory:
+                self.load_calibration(directory)
+            else:
+                print("Note: zero-shot PTQ without --model-dir: calibrated on this run's training images")
+        else:
+            super().load_model(directory, epoch)
         self.model.invalidate_cache()
 

@@ -245,7 +245,9 @@ def load_p4q(path: PathLike, device: str = "cpu") -> nn.Module:
         config = json.loads(meta["config"])
         state = dequantized_state(config, tensors)
         clip = build_model(state, transformer_heads=int(config["text_heads"]), source=str(path))
-        model = prompting.build("p4q", clip, config["classnames"], **config["options"])
+        # files written before the activation grid was recorded were calibrated on the full grid
+        options = {"act_range": "full", **config["options"]}
+        model = prompting.build("p4q", clip, config["classnames"], **options)
         scales = {name: scale for name, (_, scale, _) in _weight_names(model).items()}
         with torch.no_grad():
             for name, scale in scales.items():

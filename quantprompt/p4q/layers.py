@@ -6,7 +6,9 @@ the full-precision teacher and the quantized student live in one copy of the wei
 with explicit ``in_proj`` / ``out_proj`` Linear-like submodules (``nn.MultiheadAttention`` hides them inside
 ``F.multi_head_attention_forward``), which lets calibration see their inputs and lets the integer backend swap
 them for int8 kernels. The attention matmuls themselves (QK^T, softmax V) stay in floating point, as in
-PyTorch's dynamic int8 path.
+PyTorch's dynamic int8 path. With calibrated activations ("quant" mode) every layer computes in the int8
+kernel's own arithmetic (:func:`.fakequant.integer_linear`), the patch convolution as a Linear over the
+flattened patches (:func:`patches`), exactly as the integer backend runs it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fakequant import ActQuant, fake_quant_weight, weight_scale
+from .fakequant import ActQuant, fake_quant_weight, integer_linear, weight_codes, weight_scale
 
-__all__ = ["QuantLinear", "QuantPatchConv", "QuantMultiheadAttention", "WeightFakeQuant", "quantized_weights"]
+__all__ = ["QuantLinear", "QuantPatchConv", "QuantMultiheadAttention", "WeightFakeQuant", "quantized_weights",
+           "patches", "unpatch"]
 
 
 class _WeightQuantMixin:
     weight: Tensor
+    bias: Optional[Tensor]
+    act: Optional[ActQuant]
     w_scale: Tensor
     bits: int
 
@@ -34,6 +39,25 @@ class _WeightQuantMixin:
     def qweight(self) -> Tensor:
         """The weight as the quantized model uses it: ``codes * scale``."""
         return fake_quant_weight(self.weight, self.w_scale, self.bits)
+
+    def integer_forward(self, x: Tensor) -> Tensor:
+        """``x`` (..., in) through the int8 kernel's arithmetic (calibrated input quantizer required)."""
+        assert self.act is not None
+        w = weight_codes(self.weight, self.w_scale, self.bits).reshape(self.weight.shape[0], -1)
+        return integer_linear(x, self.act, w, self.w_scale, self.bias)
+
+
+def patches(x: Tensor, kernel: int) -> Tensor:
+    """(b, c, h, w) images -> (b, h/k * w/k, c*k*k) flattened non-overlapping k x k patches, in the order of
+    a conv weight's (c, kh, kw) flattening: a stride-k conv is a Linear over them."""
+    b, c, h, w = x.shape
+    k = kernel
+    return x.reshape(b, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * k * k)
+
+
+def unpatch(y: Tensor, h: int, w: int, kernel: int) -> Tensor:
+    """(b, n, channels) per-patch outputs -> (b, channels, h/k, w/k), the conv's output layout."""
+    return y.transpose(1, 2).reshape(y.shape[0], -1, h // kernel, w // kernel)
 
 
 class QuantLinear(_WeightQuantMixin, nn.Module):
@@ -59,6 +83,8 @@ class QuantLinear(_WeightQuantMixin, nn.Module):
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, per_channel={self.axis is not None}"
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.act is not None and self.act.mode == "quant":
+            return self.integer_forward(x)
         if self.act is not None:
             x = self.act(x)
         return F.linear(x, self.qweight(), self.bias)
@@ -74,10 +100,16 @@ class QuantPatchConv(_WeightQuantMixin, nn.Module):
         self.stride = conv.stride
         self.padding = conv.padding
         self.kernel_size = conv.kernel_size
+        if tuple(self.stride) != tuple(self.kernel_size) or any(self.padding) or \
+                self.kernel_size[0] != self.kernel_size[1]:
+            raise ValueError("QuantPatchConv needs a square patch embedding with stride = kernel and no padding")
         self.act = act
         self._init_weight_quant(bits, per_channel)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.act is not None and self.act.mode == "quant":  # a Linear over the patches, as the int8 kernel
+            k = int(self.kernel_size[0])
+            return unpatch(self.integer_forward(patches(x, k)), x.shape[2], x.shape[3], k)
         if self.act is not None:
             x = self.act(x)
         return F.conv2d(x, self.qweight(), self.bias, self.stride, self.padding)
@@ -102,16 +134,19 @@ class QuantMultiheadAttention(nn.Module):
         if key_padding_mask is not None or not (query is key and key is value):
             raise ValueError("QuantMultiheadAttention implements CLIP's self-attention only (query = key = value, "
                              "no key_padding_mask)")
-        length, batch, dim = query.shape
+        return self.out_proj(self.attend(self.in_proj(query), attn_mask)), None
+
+    def attend(self, qkv: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """(length, batch, 3 * dim) packed projections -> (length, batch, dim) attention output, before
+        ``out_proj`` (the floating-point part, shared with the integer backend's blocks)."""
+        length, batch, dim = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         heads = self.num_heads
-        qkv = self.in_proj(query).reshape(length, batch, 3, heads, dim // heads)
-        q, k, v = qkv.permute(2, 1, 3, 0, 4).unbind(0)  # each (batch, heads, length, head_dim)
-        mask = None
+        q, k, v = qkv.reshape(length, batch, 3, heads, dim // heads).permute(2, 1, 3, 0, 4).unbind(0)
+        mask = None  # q, k, v: each (batch, heads, length, head_dim)
         if attn_mask is not None:
             mask = attn_mask[:length, :length].to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.permute(2, 0, 1, 3).reshape(length, batch, dim)
-        return self.out_proj(out), None
+        return out.permute(2, 0, 1, 3).reshape(length, batch, dim)
 
 
 class WeightFakeQuant(nn.Module):

@@ -8,6 +8,9 @@ plus the full-precision teacher that shares its weights.
 * teacher: the untouched full-precision CLIP, zero-shot with the dataset's hand-written template (default) or
   a trained full-precision CoOp context (``teacher_ctx``).
 
+``zero_shot=True`` is the PTQ baseline P4Q improves on: the same quantized CLIP with the teacher's hand-written
+prompts (through the quantized text tower) and no adapter; nothing in it is learned.
+
 Everything learned or calibrated lives in ``model.prompt_learner``: ``ctx``, ``adapter.*`` (both quantized with
 ``quant.quantize_``, so CAC and the packed .qpt apply) and ``act_ranges.*`` (the activation quantizers' scale and
 zero point), so a checkpoint of the prompt learner restores the whole student.
@@ -86,6 +89,7 @@ class P4Q(PromptModel):
         precision: str = "fp32",
         weight_bits: int = 8,
         act_bits: int = 8,
+        act_range: str = "auto",
         per_channel: bool = True,
         fp_encoder: str = "none",
         adapter_ratio: int = 4,
@@ -94,18 +98,26 @@ class P4Q(PromptModel):
         prompt_bits: int = 8,
         dataset: Optional[str] = None,
         teacher_ctx: Optional[Tensor] = None,
+        zero_shot: bool = False,
     ) -> None:
+        from .backend import resolve_act_range
+
         check_options(weight_bits, act_bits, fp_encoder, adapter_bits, prompt_bits)
-        #: what ``prompting.build('p4q', ...)`` needs to rebuild this model (the export stores it)
+        #: the activation grid, "full" or "reduced" ("auto": the one this machine's int8 kernel computes exactly)
+        self.act_range = resolve_act_range(act_range, act_bits)
+        #: what ``prompting.build('p4q', ...)`` needs to rebuild this model (the export stores it, with the
+        #: resolved activation grid, so a file calibrated here runs on the same grid everywhere)
         self.build_options: dict[str, Any] = dict(
             n_ctx=n_ctx, ctx_init=ctx_init, csc=bool(csc), class_token_position=class_token_position,
-            precision=precision, weight_bits=weight_bits, act_bits=act_bits, per_channel=bool(per_channel),
+            precision=precision, weight_bits=weight_bits, act_bits=act_bits, act_range=self.act_range,
+            per_channel=bool(per_channel),
             fp_encoder=fp_encoder, adapter_ratio=adapter_ratio, adapter_alpha=float(adapter_alpha),
-            adapter_bits=adapter_bits, prompt_bits=prompt_bits, dataset=dataset)
+            adapter_bits=adapter_bits, prompt_bits=prompt_bits, dataset=dataset, zero_shot=bool(zero_shot))
         super().__init__(clip_model, precision)
         self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, bool(per_channel)
         self.fp_encoder = fp_encoder
-        student, acts = quantized_clip(clip_model, weight_bits, act_bits, bool(per_channel), fp_encoder)
+        student, acts = quantized_clip(clip_model, weight_bits, act_bits, bool(per_channel), fp_encoder,
+                                       reduce_range=self.act_range == "reduced")
         self.image_encoder = student.visual
         self.text_encoder = TextEncoder(student)
         if fp_encoder != "text":  # TextEncoder took the parametrized value once: keep it as a moving buffer
@@ -129,6 +141,11 @@ class P4Q(PromptModel):
                                                                      class_token_position))
         self._teacher_text: Optional[Tensor] = None
         self.calibrated = False
+        #: the PTQ baseline: hand-written prompts, no adapter, nothing learned (see the module doc)
+        self.zero_shot = bool(zero_shot)
+        if self.zero_shot:
+            for param in self.prompt_learner.parameters():
+                param.requires_grad_(False)
 
     # -- construction helpers ----------------------------------------------------------------------------
     def _quantize_learned(self) -> Any:
@@ -176,8 +193,7 @@ class P4Q(PromptModel):
                 for images in batches:
                     self.image_encoder(images.to(device).type(self.dtype))
             if self.fp_encoder != "text":
-                prompts = self.prompt_learner()
-                tokens = self.prompt_learner.tokenized_prompts
+                prompts, tokens = self._prompts()
                 for start in range(0, prompts.shape[0], text_chunk):
                     self.text_encoder(prompts[start:start + text_chunk], tokens[start:start + text_chunk])
 
@@ -197,14 +213,29 @@ class P4Q(PromptModel):
         yield from super()._text_dependencies()
         yield from self.text_encoder.buffers()
 
+    def _prompts(self) -> tuple[Tensor, Tensor]:
+        """(prompt embeddings, tokens) of all classes: the learned CoOp prompts, or with ``zero_shot`` the
+        teacher's hand-written ones with token embeddings from the quantized table."""
+        if not self.zero_shot:
+            return self.prompt_learner(), self.prompt_learner.tokenized_prompts
+        from quantprompt.prompting.text import embed_tokens
+
+        names = self.prompt_learner.classnames
+        tokens = tokenize([self.teacher_template.format(c) for c in names]).to(self.logit_scale.device)
+        embedded = embed_tokens(self.clip_model, tokens)
+        if self.fp_encoder != "text":
+            embedded = fake_quant_rows(embedded, self.weight_bits)
+        return embedded, tokens
+
     def _text_features(self) -> Tensor:
-        return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+        return self.text_encoder(*self._prompts())
 
     def encode_image(self, images: Tensor) -> Tensor:
-        """Quantized image encoder (frozen, no graph) followed by the adapter (learned)."""
+        """Quantized image encoder (frozen, no graph) followed by the adapter (learned; none with
+        ``zero_shot``)."""
         with torch.no_grad():
             feats = self.image_encoder(images.type(self.dtype))
-        return self.prompt_learner.adapter(feats.float())
+        return feats.float() if self.zero_shot else self.prompt_learner.adapter(feats.float())
 
     def forward(self, images: Tensor) -> Tensor:
         image_features = self.encode_image(images)

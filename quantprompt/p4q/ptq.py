@@ -53,8 +53,11 @@ def _set(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def quantized_clip(clip_model: nn.Module, weight_bits: int = 8, act_bits: int = 8, per_channel: bool = True,
-                   fp_encoder: str = "none") -> tuple[nn.Module, OrderedDict[str, ActQuant]]:
-    """(student CLIP sharing ``clip_model``'s weights, {layer name: its input ActQuant}) -- see module doc."""
+                   fp_encoder: str = "none", reduce_range: bool = False
+                   ) -> tuple[nn.Module, OrderedDict[str, ActQuant]]:
+    """(student CLIP sharing ``clip_model``'s weights, {layer name: its input ActQuant}) -- see module doc.
+
+    ``reduce_range``: activations on 2^(a-1) - 1 levels (see :class:`.fakequant.ActQuant`)."""
     if fp_encoder not in FP_ENCODERS:
         raise ValueError(f"fp_encoder={fp_encoder!r} is not one of {', '.join(FP_ENCODERS)}")
     visual = clip_model.visual
@@ -65,7 +68,7 @@ def quantized_clip(clip_model: nn.Module, weight_bits: int = 8, act_bits: int = 
     acts: OrderedDict[str, ActQuant] = OrderedDict()
 
     def act(name: str) -> ActQuant:
-        acts[name] = ActQuant(act_bits)
+        acts[name] = ActQuant(act_bits, reduce_range)
         return acts[name]
 
     def wanted(name: str) -> bool:

@@ -39,7 +39,7 @@ class DemoMethod:
     quick_epochs: Optional[int] = None  # --quick: OPTIM.MAX_EPOCH (None: the config's)
     bits: Optional[int] = None      # quantized QAT prompts: bit width (accuracy-vs-bits figure)
     family: str = "CoOp"            # CoOp | CoCoOp | MaPLe: the full-precision method it builds on
-    kind: str = "fp"                # zero-shot | fp | quant | ptq | noise
+    kind: str = "fp"                # zero-shot | fp | quant | ptq | noise | clip-ptq (zero-shot) | p4q
 
 
 METHODS: tuple[DemoMethod, ...] = (
@@ -54,6 +54,10 @@ METHODS: tuple[DemoMethod, ...] = (
     DemoMethod("QCoCoOp 1-bit", "QCoCoOp", "qcocoop", quick_epochs=1, bits=1, family="CoCoOp", kind="quant"),
     DemoMethod("MaPLe", "MaPLe", "maple", quick_epochs=1, family="MaPLe"),
     DemoMethod("QMaPLe 4-bit", "QMaPLe", "qmaple", quick_epochs=1, bits=4, family="MaPLe", kind="quant"),
+    DemoMethod("PTQ W8A8 (zero-shot)", "P4Q", "p4q", "demo_ptq_w8", family="", kind="clip-ptq"),
+    DemoMethod("PTQ W4A8 (zero-shot)", "P4Q", "p4q", "demo_ptq_w4", family="", kind="clip-ptq"),
+    DemoMethod("P4Q W8A8", "P4Q", "p4q", "demo_w8", quick_epochs=2, family="P4Q", kind="p4q"),
+    DemoMethod("P4Q W4A8", "P4Q", "p4q", "demo_w4", quick_epochs=2, family="P4Q", kind="p4q"),
 )
 
 # sketches: the domain pretraining saw least (3% of its images), where hand-written prompts fall short of
@@ -344,7 +348,8 @@ def checks(runs: list, p: DemoPlan) -> Checks:
 
 
 def figures(runs: list, p: DemoPlan, folder: Path) -> list[Path]:
-    """demo_h.png (H per method), demo_bits.png (accuracy vs bits), demo_noise.png (quantization vs noise)."""
+    """demo_h.png (H per method), demo_bits.png (accuracy vs bits), demo_noise.png (quantization vs noise),
+    demo_p4q.png (zero-shot CLIP, its PTQ and P4Q)."""
     from quantprompt.results import plots
 
     s = summary(runs, p)
@@ -361,6 +366,11 @@ def figures(runs: list, p: DemoPlan, folder: Path) -> list[Path]:
     if coop is not None and any(m.kind == "noise" for m in p.methods if m.label in s):
         written.append(plots.method_bars(compare, folder / "demo_noise.png",
                                          title="Quantization vs Gaussian noise on CoOp's context"))
+    clip_ptq = {m.label: s[m.label] for m in p.methods
+                if m.label in s and m.kind in ("zero-shot", "clip-ptq", "p4q")}
+    if any(m.kind == "p4q" for m in p.methods if m.label in s):
+        written.append(plots.method_bars(clip_ptq, folder / "demo_p4q.png",
+                                         title="CLIP quantized after training (PTQ) and P4Q vs full precision"))
     return written
 
 
