@@ -64,6 +64,8 @@ METHODS: tuple[DemoMethod, ...] = (
 # what the image features know, as on EuroSAT or DTD with real CLIP (docs/demo.md says what WorldShapes shows)
 DEFAULT_DATASETS = ("world_sketches",)
 QUICK_DATASETS = ("world_sketches",)
+DEFAULT_PER_CLASS = (32, 4, 64)  # train / val / test images written per class
+QUICK_PER_CLASS = (16, 2, 16)
 DEFAULT_SEEDS = (1, 2, 3)
 QUICK_SEEDS = (1,)
 SHOTS = 16
@@ -102,14 +104,14 @@ class DemoPlan:
     threads: int
     cache_dir: Optional[Path] = None
     shots: int = 16
-    per_class: tuple[int, int, int] = (32, 4, 24)  # train / val / test images per class written
+    per_class: tuple[int, int, int] = (32, 4, 64)  # train / val / test images per class written
     extra_opts: tuple[str, ...] = ()               # KEY VALUE pairs appended to every run (tests: shorter runs)
     jobs: list[Job] = field(default_factory=list)
 
 
 def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
          datasets: Optional[Sequence[str]] = None, output: Optional[str] = None, cache_dir: Optional[str] = None,
-         workers: Optional[int] = None, shots: int = SHOTS, per_class: tuple[int, int, int] = (32, 4, 24),
+         workers: Optional[int] = None, shots: int = SHOTS, per_class: Optional[tuple[int, int, int]] = None,
          extra_opts: Sequence[str] = (), profile: Optional[str] = None) -> DemoPlan:
     """Validate the options (before any expensive work) and list the jobs.
 
@@ -138,6 +140,8 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
     n_workers = workers if workers is not None else max(1, min(2, cores))
     if n_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {n_workers}")
+    if per_class is None:  # 64 test images per class: a model's accuracy then moves ~1 point with the test sample
+        per_class = QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
         raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
     if profile is None:
