@@ -69,6 +69,7 @@ QUICK_PER_CLASS = (16, 2, 16)
 DEFAULT_SEEDS = (1, 2, 3)
 QUICK_SEEDS = (1,)
 SHOTS = 16
+QUICK_SHOTS = 8  # --quick: half the training steps of every run (the 16-shot protocol is the full demo's)
 
 
 def method_by_name(name: str) -> DemoMethod:
@@ -111,7 +112,7 @@ class DemoPlan:
 
 def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
          datasets: Optional[Sequence[str]] = None, output: Optional[str] = None, cache_dir: Optional[str] = None,
-         workers: Optional[int] = None, shots: int = SHOTS, per_class: Optional[tuple[int, int, int]] = None,
+         workers: Optional[int] = None, shots: Optional[int] = None, per_class: Optional[tuple[int, int, int]] = None,
          extra_opts: Sequence[str] = (), profile: Optional[str] = None) -> DemoPlan:
     """Validate the options (before any expensive work) and list the jobs.
 
@@ -140,6 +141,8 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
     n_workers = workers if workers is not None else max(1, min(2, cores))
     if n_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {n_workers}")
+    if shots is None:
+        shots = QUICK_SHOTS if quick else SHOTS
     if per_class is None:  # 64 test images per class: a model's accuracy then moves ~1 point with the test sample
         per_class = QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
@@ -441,7 +444,8 @@ def build_parser(prog: str = "quantprompt demo") -> Any:
         "Base-to-new on the demo world: pretrain (or load) a small CLIP on the CPU, write the datasets, run "
         "every method with the real scripts, print the paper-style table, the figures and three checks."))
     ap.add_argument("--quick", action="store_true",
-                    help="one dataset, one seed, fewer epochs, and the quick world CLIP (fewer pretraining steps)")
+                    help="one seed, 8 shots, fewer epochs, a smaller test set and the quick world CLIP "
+                         "(fewer pretraining steps)")
     ap.add_argument("--methods", nargs="+", metavar="NAME",
                     help="trainer, trainer/config or label (default: all): "
                          + ", ".join(f"{m.trainer}/{m.config}" for m in METHODS))

@@ -76,7 +76,7 @@ class PretrainSettings:
 
 
 DEFAULT = PretrainSettings()
-QUICK = PretrainSettings(steps=400, pool_size=2048, warmup_steps=40)
+QUICK = PretrainSettings(steps=320, pool_size=2048, warmup_steps=30)
 
 
 def make_pool(n: int, seed: int) -> tuple[np.ndarray, list[Scene]]:
