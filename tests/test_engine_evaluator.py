@@ -91,3 +91,20 @@ def test_compute_accuracy_topk() -> None:
     assert compute_accuracy((output, None), target)[0].item() == 50.0
     with pytest.raises(ValueError, match="more classes"):
         compute_accuracy(output, target, topk=(5,))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_f1_equals_sklearn(seed: int) -> None:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from quantprompt.engine.evaluator import macro_f1_score
+
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 12, size=300).tolist()
+    y_pred = [t if rng.uniform() < 0.4 else int(rng.integers(0, 15)) for t in y_true]  # some labels never true
+    y_pred[:5] = [99] * 5  # and a predicted label outside the true ones
+    expected = f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true))
+    assert macro_f1_score(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+    assert macro_f1_score([0, 1, 1], [0, 1, 1]) == 1.0
+    assert macro_f1_score([0, 0], [1, 1]) == 0.0
