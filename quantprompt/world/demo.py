@@ -341,7 +341,8 @@ def checks(runs: list, p: DemoPlan) -> Checks:
                      f"{s[zs]['base']:.1f}%: {gain:+.1f} points; needs >= +5")
     else:
         lines.append("[n/a] CoOp vs zero-shot on base classes: needs both methods")
-    stds = [v["h_std"] for k, v in s.items() if k != zs and not math.isnan(v["h_std"])]
+    untrained = {m.label for m in p.methods if m.kind in ("zero-shot", "clip-ptq")}  # their spread is not training's
+    stds = [v["h_std"] for k, v in s.items() if k not in untrained and not math.isnan(v["h_std"])]
     if stds:
         mean_std = sum(stds) / len(stds)
         figures["mean_seed_std_h"] = mean_std
