@@ -451,8 +451,8 @@ def build_parser(prog: str = "quantprompt demo") -> Any:
                     help="trainer, trainer/config or label (default: all): "
                          + ", ".join(f"{m.trainer}/{m.config}" for m in METHODS))
     ap.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--quick: 1)")
-    ap.add_argument("--datasets", nargs="+", help="default: world_sketches (also: world_shapes, world_patterns, world_objects, "
-                                                            "world_paintings)")
+    ap.add_argument("--datasets", nargs="+",
+                    help="default: world_sketches (also: world_shapes, world_patterns, world_objects, world_paintings)")
     ap.add_argument("--output", help="output root (default: output/demo, or output/demo-quick)")
     ap.add_argument("--cache-dir", help="where the pretrained world CLIP is kept (default: $QUANTPROMPT_CACHE "
                                         "or ~/.cache/quantprompt)")
