@@ -12,7 +12,6 @@ base-to-new test on the new classes uses the base run's calibration (no new-clas
 
 from __future__ import annotations
 
-import os
 import os.path as osp
 from typing import Any, Optional
 
@@ -200,19 +199,11 @@ class P4Q(PromptTrainer):
 
     def save_calibration(self, directory: str) -> str:
         """The activation ranges (the only state of the zero-shot PTQ model) as safetensors, atomically."""
-        from safetensors.torch import save_file
+        from quantprompt.safetensors_io import save_atomic
 
-        folder = osp.join(directory, self.MODEL_NAME)
-        os.makedirs(folder, exist_ok=True)
-        path = osp.join(folder, CALIBRATION_FILE)
+        path = osp.join(directory, self.MODEL_NAME, CALIBRATION_FILE)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.prompt_learner.act_ranges.state_dict().items()}
-        tmp = path + ".tmp"
-        try:
-            save_file(state, tmp, metadata={"format": "quantprompt-p4q-calibration"})
-            os.replace(tmp, path)
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
+        save_atomic(state, path, metadata={"format": "quantprompt-p4q-calibration"})
         return path
 
     def load_calibration(self, directory: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Union
 
@@ -90,9 +89,8 @@ def export_p4q(model: nn.Module, path: PathLike, extra: dict[str, Any] | None = 
 
     Written to a temporary file first and renamed, so a failure leaves no partial file.
     """
-    from safetensors.torch import save_file
-
     from quantprompt import quant
+    from quantprompt.safetensors_io import save_atomic
 
     if getattr(model, "name", "") != "p4q":
         raise ValueError(f"export_p4q needs a P4Q model (prompting.build('p4q', ...)), got {type(model).__name__}")
@@ -134,15 +132,7 @@ def export_p4q(model: nn.Module, path: PathLike, extra: dict[str, Any] | None = 
         "shapes": shapes, "bits": bits_of, **(extra or {}),
     }, sort_keys=True)
     metadata = {"format": FORMAT, "version": VERSION, "config": config, "sha256": _digest(config, tensors)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    path = save_atomic(tensors, path, metadata=metadata)
     fp32 = sum(4 * v.numel() for v in clip.state_dict().values())
     return {"file_bytes": path.stat().st_size, "fp32_clip_bytes": fp32}
 

@@ -9,7 +9,6 @@ leaves a half file that a later run would trust.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -88,20 +87,13 @@ def check_cached(path: Path, settings: PretrainSettings) -> Optional[str]:
 
 
 def _save(model: Any, path: Path, metadata: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
     from quantprompt.clip.build import HEADS_KEY
+    from quantprompt.safetensors_io import save_atomic
 
     heads = model.transformer.resblocks[0].attn.num_heads
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        save_file(state, str(tmp), metadata={"format": "pt", HEADS_KEY: str(heads),
-                                             META_KEY: json.dumps(metadata, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_atomic(state, path, metadata={"format": "pt", HEADS_KEY: str(heads),
+                                       META_KEY: json.dumps(metadata, sort_keys=True)})
 
 
 def ensure_clip(profile: str = "default", cache_dir: Optional[Union[str, Path]] = None,
