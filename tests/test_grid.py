@@ -336,3 +336,13 @@ def test_array_task_runs_evaluations_only_after_their_train_run(tmp_path: Path) 
     assert "train" not in str(err.value).split(":")[0] and (tmp_path / "ran2").exists()  # the others still ran
     assert run_chain({"cwd": str(tmp_path), "runs": [run("ok", "echo fine")]}) == ["ok"]
     assert "$ bash -c 'echo fine'" in (tmp_path / "ok.log").read_text()
+
+
+def test_scripts_run_with_the_interpreter_that_runs_the_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid started as ``venv/bin/python -m quantprompt.grid`` without activating the venv must not run its
+    scripts with whatever ``python`` is first on PATH: PYTHON defaults to this interpreter; a user's is kept."""
+    from quantprompt.grid.plan import script_env
+
+    monkeypatch.delenv("PYTHON", raising=False)
+    assert script_env()["PYTHON"] == sys.executable
+    assert script_env({"PYTHON": "/opt/py/bin/python3", "A": "1"}) == {"PYTHON": "/opt/py/bin/python3", "A": "1"}

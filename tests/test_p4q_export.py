@@ -173,10 +173,10 @@ def test_int8_backend_uses_the_exported_codes(exports: dict) -> None:
 
 def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     """The simulated model computes every quantized layer in the int8 kernel's own arithmetic on the grid the
-    kernel computes exactly: one FBGEMM layer, and the whole image encoder, return its values bit for bit
-    (stated tolerance: none), inputs beyond the calibrated range included."""
+    kernel computes exactly (127 levels: exact with and without VNNI): one FBGEMM layer returns its values bit
+    for bit (stated tolerance: none), inputs beyond the calibrated range included."""
     from quantprompt.p4q import fakequant
-    from quantprompt.p4q.backend import Int8ResidualBlock, int8_image_encoder, int8_linear
+    from quantprompt.p4q.backend import int8_linear
     from quantprompt.p4q.fakequant import ActQuant, integer_linear, weight_codes, weight_scale
 
     gen = torch.Generator().manual_seed(0)
@@ -203,10 +203,23 @@ def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytes
     assert not torch.equal(kernel, integer_linear(x, act, codes, scale, None))
     monkeypatch.undo()
 
+
+@pytest.mark.parametrize("act_range", ["reduced", "full"])
+def test_the_int8_image_encoder_is_the_simulated_model_bit_for_bit_on_each_grid(act_range: str) -> None:
+    """The whole int8 image encoder returns the simulated model's values bit for bit (stated tolerance: none) on
+    each activation grid this CPU's kernel computes exactly: the 127-level grid everywhere, the 255-level grid
+    with VNNI. Without VNNI the 255-level model is refused instead (the kernel would saturate)."""
+    from quantprompt.p4q.backend import Int8ResidualBlock, int8_image_encoder, kernel_levels
+
     torch.manual_seed(0)
-    model = prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32", prompt_bits=4)
+    model = prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32", prompt_bits=4,
+                            act_range=act_range)
     model.calibrate([images(8, 2)], "mse")
     model.eval()
+    if act_range == "full" and kernel_levels() < 255:
+        with pytest.raises(ValueError, match="activations on 255 levels"):
+            int8_image_encoder(model)
+        return
     x = images(6, 9)
     encoder = int8_image_encoder(model)
     blocks = encoder.visual.transformer.resblocks
@@ -217,12 +230,20 @@ def test_int8_kernels_compute_the_simulated_model_bit_for_bit(monkeypatch: pytes
         got = encoder(x)
     assert torch.equal(x, given)  # in place on its own temporaries only, never on the caller's images
     assert torch.equal(got, expected), (got - expected).abs().max()
-    # the clamp-in-place entry point computes forward's values; forward leaves its input alone, consume may not
+    # the clamp-in-place entry point computes forward's values; forward leaves its input alone. consume clamps
+    # its input in place on the 127-level grid (inputs beyond the calibrated range); on the 255-level grid the
+    # kernel's own quantization saturates and there is nothing to clamp, so the input is left as it was
     layer = blocks[0].c_fc
-    h = torch.randn(2, 5, layer.in_features, generator=gen) * 4  # beyond the calibrated range: clamped
+    h = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(1)) * 4
     kept = h.clone()
     out = layer(h)
-    assert torch.equal(h, kept) and torch.equal(layer.consume(h), out) and not torch.equal(h, kept)
+    assert torch.equal(h, kept) and torch.equal(layer.consume(h), out)
+    assert torch.equal(h, kept) == (layer.levels == 255)
+
+
+def test_the_int8_backend_refuses_a_model_whose_encoder_stays_in_full_precision() -> None:
+    from quantprompt.p4q.backend import int8_image_encoder
+
     with pytest.raises(ValueError, match="keeps it in full precision"):
         int8_image_encoder(prompting.build("p4q", qclip.tiny(seed=0), CLASSES, n_ctx=4, precision="fp32",
                                            prompt_bits=4, fp_encoder="image"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -57,9 +58,13 @@ def test_coop_base2new_train_pattern_with_qcocoop(tmp_path: Path) -> None:
         (repo / name).symlink_to(REPO / name)
     script = repo / "scripts" / "cocoop" / "base2new_train.sh"
     script.write_text(COOP_STYLE_SCRIPT.format(data=data))
-    bin_dir = tmp_path / "bin"  # `python` in the script is this interpreter
+    bin_dir = tmp_path / "bin"  # `python` in the script is this interpreter, as in an activated venv
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    # a launcher, not a symlink: a venv's interpreter reached through a symlink outside the venv finds no
+    # pyvenv.cfg and runs as the base interpreter, without the venv's packages
+    launcher = bin_dir / "python"
+    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    launcher.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", QUANTPROMPT_BACKEND="engine",
                PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
-from .plan import Grid
+from .plan import Grid, script_env
 from .progress import Tracker, failure_report, format_seconds, open_log
 
 __all__ = ["visible_gpus", "slot_env", "run_local"]
@@ -127,7 +127,7 @@ class _Scheduler:
                  out: IO[str]) -> None:
         self.grid, self.jobs, self.gpus, self.echo, self.out = grid, jobs, list(gpus), echo, out
         self.tail_lines = tail_lines
-        self.env = dict(os.environ)
+        self.env = script_env()
         self.todo = grid.todo()
         self.state = {i: "queued" for i in self.todo}  # queued | running | done | failed | blocked
         self.free = list(range(jobs))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,15 @@ def _log_path(log_dir: Path, run: Run) -> Path:
     return log_dir / (str(rel) + ".log")
 
 
+def script_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment the scripts run in: ``PYTHON`` (the interpreter scripts/common.sh calls) defaults to the
+    one running the grid, so a grid started as ``/path/to/venv/bin/python -m quantprompt.grid`` runs its scripts
+    in that venv even when it is not activated (a bare ``python`` on PATH may be another interpreter)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("PYTHON", sys.executable)
+    return env
+
+
 def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequence[str] = (),
               cwd: Optional[Path] = None, env: Optional[Mapping[str, str]] = None,
               log_dir: Optional[Path] = None, workers: int = 8) -> Grid:
@@ -191,7 +201,7 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
         if m not in known:
             raise GridError(f"unknown method '{m}'; methods in {scripts_dir}: {', '.join(known)}")
     cwd = Path(cwd or os.getcwd())
-    env = dict(os.environ if env is None else env)
+    env = script_env(env)
     argvs = [["bash", str(scripts_dir / c.method / c.script), *c.args, *opts] for c in calls]
     if not calls:
         raise GridError("the grid is empty")

@@ -10,7 +10,6 @@ requeues it (``checkpoint`` below) and the scripts resume the unfinished run fro
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .plan import Grid, GridError
+from .plan import Grid, GridError, script_env
 from .progress import Tracker, failure_report, format_seconds, open_log, tail
 
 __all__ = ["SlurmOptions", "parse_time", "parse_mem", "chain_specs", "run_chain", "ChainTask", "run_submitit"]
@@ -124,7 +123,7 @@ def run_chain(spec: dict[str, Any], tail_lines: int = 20) -> list[str]:
             continue
         if k > 0 and root_failed:  # the first run trains what the others evaluate
             break
-        env = dict(os.environ)
+        env = script_env()
         with open_log(Path(run["log"]), run["label"], run["argv"], env) as log:
             print(f"start {run['label']} (log {run['log']})", flush=True)
             rc = subprocess.call(run["argv"], cwd=spec["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT)
