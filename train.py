@@ -28,6 +28,7 @@ if sys.path[:1] != [REPO_ROOT]:
 
 import torch  # noqa: E402
 
+from quantprompt.clierrors import OneLineParser, run_cli  # noqa: E402
 from quantprompt.engine.compat import (  # noqa: E402
     build_trainer,
     collect_env_info,
@@ -217,7 +218,7 @@ def _restore_stdout() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--root", type=str, default="", help="path to dataset")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
     parser.add_argument(
@@ -249,4 +250,4 @@ def cli(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_cli(cli, "train.py"))

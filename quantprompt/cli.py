@@ -20,11 +20,13 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from .clierrors import USER_ERRORS, OneLineParser, report, run_cli
+
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="quantprompt", description="Quantized prompt tuning for CLIP: tools.")
+    p = OneLineParser(prog="quantprompt", description="Quantized prompt tuning for CLIP: tools.")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("classify", help="top-k classes of images with CLIP + a packed prompt (.qpt)")
@@ -59,17 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="base-to-new on the demo world with a CPU-pretrained CLIP (docs/demo.md)",
                    add_help=False)
     return p
-
-
-def _errors() -> tuple[type, ...]:
-    errs: list[type] = [ValueError, FileNotFoundError]
-    try:
-        from quantprompt.clip import CLIPLoadError
-
-        errs.append(CLIPLoadError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -116,9 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             int8=args.int8,
         )
         preds = clf.classify(args.images, topk=args.topk, batch_size=args.batch_size)
-    except _errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err, f"quantprompt {args.command}")
     for pred in preds:
         if args.json:
             print(json.dumps(pred.to_dict()))
@@ -146,11 +136,15 @@ def _configs(name: str) -> int:
             print("\n".join(names))
         else:
             print(configs.resolve(name))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err, "quantprompt configs")
     return 0
 
 
+def entry() -> None:
+    """The ``quantprompt`` console script: :func:`main`, a bad input reported in one line (exit code 2)."""
+    sys.exit(run_cli(main, "quantprompt"))
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

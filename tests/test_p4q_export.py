@@ -91,11 +91,11 @@ def test_corrupted_exports_are_refused(exports: dict, tmp_path: Path) -> None:
     flipped = tmp_path / "flipped.safetensors"
     data[len(data) // 2] ^= 0x40
     flipped.write_bytes(bytes(data))
-    with pytest.raises(ExportFormatError, match=r"flipped\.safetensors: sha256 mismatch"):
+    with pytest.raises(ExportFormatError, match=r"flipped\.safetensors: damaged P4Q export \(sha256 mismatch"):
         load_p4q(flipped)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:-1000])
-    with pytest.raises(ExportFormatError, match=r"truncated\.safetensors is not a readable P4Q export"):
+    with pytest.raises(ExportFormatError, match=r"truncated\.safetensors: damaged P4Q export \(truncated"):
         load_p4q(truncated)
     other = tmp_path / "clip.safetensors"
     qclip.save_tiny(other)
@@ -150,7 +150,7 @@ def test_classify_accepts_an_export(exports: dict, tmp_path: Path, capsys: pytes
     data[-10] ^= 0x01
     bad.write_bytes(bytes(data))
     assert main(["classify", "--prompt", str(bad), str(folder)]) == 2
-    assert "bad.safetensors: sha256 mismatch" in capsys.readouterr().err
+    assert "bad.safetensors: damaged P4Q export (sha256 mismatch" in capsys.readouterr().err
 
 
 def test_int8_backend_uses_the_exported_codes(exports: dict) -> None:

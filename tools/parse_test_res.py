@@ -16,7 +16,8 @@ Tables (rows = methods, columns = datasets + average)::
 
 import sys
 
+from quantprompt.clierrors import run_cli
 from quantprompt.results.parse import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -13,7 +13,8 @@
 
 import sys
 
+from quantprompt.clierrors import run_cli
 from quantprompt.results.plotcli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Optional, Sequence
 
+from ..clierrors import OneLineParser, report
 from .plan import SETTINGS, GridError, expand, plan_grid
 
 __all__ = ["build_parser", "main", "split_pass_through"]
@@ -28,7 +29,7 @@ def _list(text: str) -> list[str]:
 
 
 def build_parser(prog: str = "python -m quantprompt.grid") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=prog, allow_abbrev=False,
         description="Run a benchmark grid (method x dataset x seed [x shots]) through the per-setting scripts: "
                     "one run at a time (default), N at a time on this machine's GPUs (--jobs N), or as a SLURM "
@@ -171,5 +172,4 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m quantpromp
                             dry_run=args.dry_run, wait=not args.no_wait, status_every=args.status_every,
                             tail_lines=args.tail)
     except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report(err, prog)

@@ -36,6 +36,8 @@ __all__ = ["ExportFormatError", "FORMAT", "VERSION", "export_p4q", "load_p4q", "
            "dequantized_state", "inspect_export"]
 
 FORMAT = "quantprompt-p4q"
+#: the file name the trainers write (``model.p4q.safetensors``)
+SUFFIX = ".p4q.safetensors"
 VERSION = "1"
 PathLike = Union[str, Path]
 
@@ -152,26 +154,46 @@ def _open(path: PathLike) -> tuple[dict[str, str], dict[str, Tensor]]:
                                         f"expected {FORMAT!r})")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, RuntimeError) as err:
-        raise ExportFormatError(f"{p} is not a readable P4Q export (corrupted or truncated safetensors: {err})") \
-            from None
+        raise ExportFormatError(f"{p}: damaged P4Q export (truncated or corrupted safetensors: {err}); "
+                                "copy or export it again") from None
     if meta.get("version") != VERSION:
         raise ExportFormatError(f"{p}: P4Q export version {meta.get('version')!r}, this reader knows {VERSION!r}; "
                                 "upgrade quantprompt")
     if _digest(meta.get("config", ""), tensors) != meta.get("sha256"):
-        raise ExportFormatError(f"{p}: sha256 mismatch, the file is corrupted; export it again")
+        raise ExportFormatError(f"{p}: damaged P4Q export (sha256 mismatch: its bytes changed); copy or export it "
+                                "again")
     return meta, tensors
 
 
 def is_p4q_file(path: PathLike) -> bool:
-    """Whether ``path`` is a safetensors file that declares itself a P4Q export (nothing else is checked)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
-
+    """Whether ``path`` is a P4Q export, damaged or not, judged by its content: a safetensors header whose
+    metadata names our format (a truncated or corrupted export still starts with it), or, where the header itself
+    is cut, the format marker in its first bytes; and by its name (``*.p4q.safetensors``) where the content is
+    too damaged to tell. The integrity check is :func:`load_p4q`'s: this only decides which reader reports the
+    damage, so that a damaged P4Q export is reported as one, not as a bad packed prompt."""
+    if str(path).endswith(SUFFIX) and Path(path).is_file():
+        return True
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError, RuntimeError, ValueError):
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_PEEK)
+    except OSError:
         return False
+    if len(head) < 8:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    header = head[8:8 + n]
+    if 0 < n <= len(head) - 8:
+        try:
+            meta = json.loads(header.decode("utf-8")).get("__metadata__") or {}
+            return meta.get("format") == FORMAT
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            pass
+    return header.startswith(b"{") and _FORMAT_MARK in header
+
+
+#: how much of a file :func:`is_p4q_file` reads: the safetensors header of an export is a few kilobytes
+_HEADER_PEEK = 1 << 20
+_FORMAT_MARK = f'"format":"{FORMAT}"'.encode()
 
 
 def read_config(path: PathLike) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..clierrors import OneLineParser
 from .aggregate import mean, summarize
 from .logs import parse_log
 from .tables import FORMATS, SETTINGS, build_report, render
@@ -29,7 +30,7 @@ __all__ = ["main", "build_parser", "parse_seed_folder"]
 
 
 def build_parser(prog: str = "parse_test_res.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=prog,
         description="Average CoOp/Dassl/QuantPrompt test results over seeds, or build paper-like tables.",
     )
@@ -129,7 +130,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "parse_test_res.py") 
     args = build_parser(prog).parse_args(argv)
     directory = Path(args.directory)
     if not directory.is_dir():
-        print(f"error: {directory} is not a directory", file=sys.stderr)
+        print(f"{prog}: error: {directory} is not a directory (give the output folder of your runs)",
+              file=sys.stderr)
         return 2
     if args.table:
         report = build_report(

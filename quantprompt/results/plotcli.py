@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..clierrors import USER_ERRORS, OneLineParser, report
+
 __all__ = ["main", "build_parser"]
 
 
@@ -22,7 +24,7 @@ def _labelled(items: Sequence[str]) -> dict[str, str]:
 
 
 def build_parser(prog: str = "plot.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Draw the paper's figures (PNG).")
+    p = OneLineParser(prog=prog, description="Draw the paper's figures (PNG).")
     sub = p.add_subparsers(dest="figure", required=True)
 
     f = sub.add_parser("fewshot", help="Fig. 5: accuracy vs shots per method, averaged over datasets")
@@ -67,6 +69,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "plot.py") -> int:
     from . import plots
 
     kw = {"title": args.title} if args.title else {}
+    root = getattr(args, "root", None)
+    if root and not Path(root).is_dir():
+        return report(NotADirectoryError(f"{root}: no such folder (give the output root of your runs)"), prog)
     try:
         if args.figure == "fewshot":
             out = plots.fewshot_curves(args.root, args.output, keyword=args.keyword, **kw)
@@ -95,8 +100,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "plot.py") -> int:
             )
         else:
             out = plots.kl_trend(_labelled(args.runs), args.output, bins=args.bins, keys=args.keys, **kw)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report(err, prog)
     print(f"wrote {Path(out)}")
     return 0

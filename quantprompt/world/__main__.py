@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..clierrors import USER_ERRORS, OneLineParser, report
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m quantprompt.world")
+    ap = OneLineParser(prog="python -m quantprompt.world")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="pretrain (or check) the world CLIP in the cache")
     p.add_argument("--quick", action="store_true", help="the quick profile (fewer steps)")
@@ -32,9 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for name in args.datasets:
                 d = write_dataset(args.root, name, seed=args.seed)
                 print(f"{d.dataset_dir}: {len(d.classnames)} classes {'(up to date)' if d.reused else ''}")
-    except (ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report(err, "python -m quantprompt.world")
     return 0
 
 
