@@ -9,6 +9,7 @@
     quantprompt grid base2new --methods qcoop,coop --jobs 4 [--data DIR]  # = python -m quantprompt.grid
     quantprompt configs [QCoOp | QCoOp/vit_b16_ctxv1 | datasets/caltech101]  # our YAML configs' paths
     quantprompt demo [--quick] [--methods ...] [--seeds ...] [--output DIR] [--cache-dir DIR]
+    quantprompt study [--claims ID,...] [--jobs N] [--dry-run] [--report-only]  # the claims study (docs/claims.md)
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.
 """
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("grid", help="run a benchmark grid on GPUs or SLURM (see docs/grid.md)", add_help=False)
     sub.add_parser("demo", help="base-to-new on the demo world with a CPU-pretrained CLIP (docs/demo.md)",
                    add_help=False)
+    sub.add_parser("study", help="the papers' claims as a pre-registered paired study (docs/claims.md)",
+                   add_help=False)
     return p
 
 
@@ -77,6 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from quantprompt.grid.cli import main as grid_main
 
         return grid_main(argv[1:], prog="quantprompt grid")
+    if argv and argv[0] == "study":
+        from quantprompt.study.cli import main as study_main
+
+        return study_main(argv[1:], prog="quantprompt study")
     if argv and argv[0] == "demo":
         from quantprompt.world.demo import main as demo_main
 
