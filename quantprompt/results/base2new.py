@@ -15,7 +15,25 @@ from .names import Method, dataset_key, dataset_label, dataset_sort, label_metho
 from .report import Table
 from .tree import Run
 
-__all__ = ["base2new_tables"]
+__all__ = ["base2new_tables", "group_base2new", "base_phase"]
+
+PHASES = ("train_base", "test_base", "test_new")
+
+
+def group_base2new(runs: list[Run], warnings: list[str]) -> dict[tuple, list[Run]]:
+    """(trainer, cfg, dataset key, phase) -> runs; a phase folder that is none of ``PHASES`` is a warning."""
+    by: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        by[(r.trainer, r.cfg, dataset_key(r.dataset), r.phase)].append(r)
+    for ph in sorted({r.phase for r in runs} - set(PHASES)):
+        warnings.append(f"base2new: phase folder '{ph}' is not train_base, test_base or test_new; ignored")
+    return by
+
+
+def base_phase(by: dict[tuple, list[Run]], trainer: str, cfg: str, dataset: str) -> str:
+    """Where a method's base accuracy on a dataset comes from: ``test_base`` (MaPLe's reproduce script) when it
+    exists, else the final test of ``train_base``."""
+    return "test_base" if by.get((trainer, cfg, dataset, "test_base")) else "train_base"
 
 
 def base2new_tables(
@@ -27,20 +45,15 @@ def base2new_tables(
     layout: str,
     warnings: list[str],
 ) -> list[Table]:
-    by: dict[tuple, list[Run]] = defaultdict(list)
-    for r in runs:
-        by[(r.trainer, r.cfg, dataset_key(r.dataset), r.phase)].append(r)
-    unknown_phases = sorted({r.phase for r in runs} - {"train_base", "test_base", "test_new"})
-    for ph in unknown_phases:
-        warnings.append(f"base2new: phase folder '{ph}' is not train_base, test_base or test_new; ignored")
+    by = group_base2new(runs, warnings)
     methods = label_methods(Method(t, c) for (t, c, _, _) in by)
     datasets = dataset_sort(d for (_, _, d, _) in by)
     base, new = SeedGrid(seeds), SeedGrid(seeds)
     seen: set = set()
     for m in methods:
         for d in datasets:
-            base_phase = "test_base" if by.get((m.trainer, m.cfg, d, "test_base")) else "train_base"
-            bvals = seed_values(by.get((m.trainer, m.cfg, d, base_phase), []), keyword, warnings)
+            phase = base_phase(by, m.trainer, m.cfg, d)
+            bvals = seed_values(by.get((m.trainer, m.cfg, d, phase), []), keyword, warnings)
             nvals = seed_values(by.get((m.trainer, m.cfg, d, "test_new"), []), keyword, warnings)
             base.set((m.key, d), bvals)
             new.set((m.key, d), nvals)

@@ -12,25 +12,19 @@ from .names import Method, dataset_key, dataset_label, dataset_sort, label_metho
 from .report import Table
 from .tree import Run, is_zeroshot
 
-__all__ = ["fewshot_tables"]
+__all__ = ["fewshot_tables", "group_fewshot"]
 
 _SHOTS_TAG_RE = re.compile(r"_\d+shots")
 
 
-def fewshot_tables(
-    runs: list[Run],
-    zs_runs: list[Run],
-    keyword: str,
-    ci95: bool,
-    seeds: Optional[Sequence[int]],
-    sizes: bool,
-    warnings: list[str],
-    data: dict[str, Any],
-) -> list[Table]:
-    # A method is (trainer, variant): CoOp's few-shot scripts pick a different config per number of shots
-    # (e.g. rn50_ep50 for 1-2 shots, rn50 for 16) under one variant folder (nctx16_cscFalse_ctpend). The
-    # config name joins the key only for a trainer that has two configs for the same variant, dataset and
-    # shots.
+def group_fewshot(runs: list[Run]) -> dict[tuple, list[Run]]:
+    """(trainer, method config key, dataset key, shots) -> runs.
+
+    A method is (trainer, variant): CoOp's few-shot scripts pick a different config per number of shots
+    (e.g. rn50_ep50 for 1-2 shots, rn50 for 16) under one variant folder (nctx16_cscFalse_ctpend). The config
+    name joins the key only for a trainer that has two configs for the same variant, dataset and shots.
+    """
+
     def variant(r: Run) -> str:
         return r.cfg.split("/", 1)[1] if "/" in r.cfg else ""
 
@@ -45,6 +39,20 @@ def fewshot_tables(
     for r in runs:
         key_cfg = _SHOTS_TAG_RE.sub("", r.cfg) if r.trainer in keep_cfg else variant(r)
         by[(r.trainer, key_cfg, dataset_key(r.dataset), r.shots)].append(r)
+    return by
+
+
+def fewshot_tables(
+    runs: list[Run],
+    zs_runs: list[Run],
+    keyword: str,
+    ci95: bool,
+    seeds: Optional[Sequence[int]],
+    sizes: bool,
+    warnings: list[str],
+    data: dict[str, Any],
+) -> list[Table]:
+    by = group_fewshot(runs)
     shots_list = sorted({s for (_, _, _, s) in by if s is not None})
     zs_by: dict[tuple, list[Run]] = defaultdict(list)
     for r in zs_runs:

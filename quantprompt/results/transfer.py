@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .aggregate import mean
@@ -23,24 +24,37 @@ from .names import (
 from .report import Table
 from .tree import Run, is_zeroshot
 
-__all__ = ["transfer_table"]
+__all__ = ["transfer_table", "group_transfer", "TransferRuns", "is_target"]
 
 
-def transfer_table(
-    kind: str,
-    eval_runs: list[Run],
-    train_runs: list[Run],
-    zs_runs: list[Run],
-    keyword: str,
-    ci95: bool,
-    seeds: Optional[Sequence[int]],
-    sizes: bool,
-    warnings: list[str],
-) -> Optional[Table]:
+def is_target(kind: str, dataset: str) -> bool:
+    """Whether a dataset key is a target of a ``dg`` (ImageNet's variants) or ``xd`` (any other) table."""
+    if kind == "dg":
+        return dataset in DG_TARGETS
+    return dataset not in DG_TARGETS and dataset != SOURCE
+
+
+@dataclass
+class TransferRuns:
+    """The runs of one transfer table, grouped: evaluations ``(trainer, cfg, dataset) -> runs`` (the source
+    included when it was evaluated), source trainings ``(trainer, cfg) -> runs``, zero-shot runs ``(trainer,
+    cfg, dataset) -> runs``; the table's methods and its targets in column order."""
+
+    targets_by: dict[tuple, list[Run]]
+    source_by: dict[tuple, list[Run]]
+    zs_by: dict[tuple, list[Run]]
+    method_keys: set[tuple[str, str]]
+    targets: list[str]
+
+
+def group_transfer(
+    kind: str, eval_runs: list[Run], train_runs: list[Run], zs_runs: list[Run]
+) -> Optional[TransferRuns]:
+    """Group the runs of a ``dg`` or ``xd`` table; None when no method was evaluated on a target of it."""
     is_dg = kind == "dg"
 
     def wanted(d: str) -> bool:
-        return (d in DG_TARGETS) if is_dg else (d not in DG_TARGETS and d != SOURCE)
+        return is_target(kind, d)
 
     targets_by: dict[tuple, list[Run]] = defaultdict(list)
     for r in eval_runs:
@@ -61,12 +75,31 @@ def transfer_table(
             zs_by[(r.trainer, r.cfg, d)].append(r)
             if wanted(d):  # a zero-shot row only where it has a target of this table
                 method_keys.add((r.trainer, r.cfg))
-    methods = label_methods(Method(t, c) for (t, c) in method_keys)
     all_targets = dataset_sort(d for (_, _, d) in list(targets_by) + list(zs_by) if d != SOURCE)
     if not is_dg:
         all_targets = [d for d in dataset_sort(list(DATASETS)) if d in all_targets] + [
             d for d in all_targets if d not in DATASETS
         ]
+    return TransferRuns(targets_by, source_by, zs_by, method_keys, all_targets)
+
+
+def transfer_table(
+    kind: str,
+    eval_runs: list[Run],
+    train_runs: list[Run],
+    zs_runs: list[Run],
+    keyword: str,
+    ci95: bool,
+    seeds: Optional[Sequence[int]],
+    sizes: bool,
+    warnings: list[str],
+) -> Optional[Table]:
+    is_dg = kind == "dg"
+    g = group_transfer(kind, eval_runs, train_runs, zs_runs)
+    if g is None:
+        return None
+    targets_by, source_by, zs_by, all_targets = g.targets_by, g.source_by, g.zs_by, g.targets
+    methods = label_methods(Method(t, c) for (t, c) in g.method_keys)
     grid = SeedGrid(seeds)
     seen: set = set()
     for m in methods:
