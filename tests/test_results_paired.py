@@ -75,7 +75,9 @@ def test_verdict_rules() -> None:
     above = PairedStat(mean=2.0, lo=0.5, hi=3.5, n=5, p_value=0.01, sd=1.0)
     below = PairedStat(mean=-2.0, lo=-3.5, hi=-0.5, n=5, p_value=0.01, sd=1.0)
     across = PairedStat(mean=0.4, lo=-0.5, hi=1.3, n=5, p_value=0.3, sd=1.0)
-    touching = PairedStat(mean=1.0, lo=0.0, hi=2.0, n=5, p_value=0.05, sd=1.0)  # 0 is inside a closed interval
+    touching = PairedStat(
+        mean=1.0, lo=0.0, hi=2.0, n=5, p_value=0.05, sd=1.0
+    )  # 0 is inside a closed interval
     assert [verdict(s, +1) for s in (above, below, across, touching)] == [
         "supported",
         "contradicted",
@@ -109,12 +111,16 @@ def test_holm_intervals_exclude_zero_iff_adjusted_p_below_alpha() -> None:
     # (the second one's own step-down level alpha/1 would, were Holm not already stopped at the first)
     tight = holm_intervals([[1.0, 2.0, 0.8, 1.5, 0.0], [1.0, 2.0, 0.5, 1.5, 0.0]], 0.95)
     assert [round(s.p_value, 4) for s in tight] == [0.0694, 0.0694]
-    assert not any(s.excludes_zero for s in tight) and paired_interval([1.0, 2.0, 0.5, 1.5, 0.0]).excludes_zero
+    assert (
+        not any(s.excludes_zero for s in tight) and paired_interval([1.0, 2.0, 0.5, 1.5, 0.0]).excludes_zero
+    )
     rng = np.random.default_rng(3)
     seen = {True: 0, False: 0}
     for trial in range(60):
         m = int(rng.integers(2, 9))
-        family = [list(rng.normal(rng.uniform(-2.0, 2.0), 1.5, size=int(rng.integers(3, 10)))) for _ in range(m)]
+        family = [
+            list(rng.normal(rng.uniform(-2.0, 2.0), 1.5, size=int(rng.integers(3, 10)))) for _ in range(m)
+        ]
         if trial % 10 == 0:
             family.append([1.0])  # a one-unit claim in the family
         adjusted = holm_intervals(family, 0.95)
@@ -131,7 +137,12 @@ def test_holm_intervals_exclude_zero_iff_adjusted_p_below_alpha() -> None:
 
 def test_holm_interval_levels_are_the_step_down_levels() -> None:
     # three clear effects and one null: the clearest gets alpha/4, then alpha/3, alpha/2; the null alpha/1
-    family = [[5.0, 5.2, 4.9, 5.1, 5.0], [1.0, 1.4, 0.8, 1.2, 1.1], [3.0, 3.1, 2.8, 3.3, 2.9], [0.1, -0.2, 0.3, -0.1]]
+    family = [
+        [5.0, 5.2, 4.9, 5.1, 5.0],
+        [1.0, 1.4, 0.8, 1.2, 1.1],
+        [3.0, 3.1, 2.8, 3.3, 2.9],
+        [0.1, -0.2, 0.3, -0.1],
+    ]
     out = holm_intervals(family, 0.95)
     p = [paired_interval(d).p_value for d in family]
     ranks = {i: r for r, i in enumerate(sorted(range(4), key=lambda i: p[i]), start=1)}
@@ -168,4 +179,6 @@ def test_pair_runs_pairs_by_unit_and_lists_the_unmatched() -> None:
     with pytest.raises(KeyError, match="compared: QCoOp"):
         comp["NoSuch"]
     none = pair_runs([UnitResult("A", 1, {"x": 1.0}), UnitResult("B", 2, {"x": 2.0})], "A", ["x"])
-    assert none["B"].stats["x"] is None and none["B"].only_in_method == [2] and none["B"].only_in_baseline == [1]
+    assert (
+        none["B"].stats["x"] is None and none["B"].only_in_method == [2] and none["B"].only_in_baseline == [1]
+    )

@@ -10,6 +10,7 @@ only to read checkpoints.
 from __future__ import annotations
 
 from .aggregate import Stat, harmonic_mean, summarize
+from .comparison import compare
 from .logs import EvalBlock, LogInfo, parse_log, parse_log_text
 from .paired import (
     Comparison,
@@ -46,6 +47,7 @@ __all__ = [
     "Stat",
     "Table",
     "build_report",
+    "compare",
     "format_kb",
     "harmonic_mean",
     "parse_log",

@@ -31,8 +31,8 @@ def group_base2new(runs: list[Run], warnings: list[str]) -> dict[tuple, list[Run
 
 
 def base_phase(by: dict[tuple, list[Run]], trainer: str, cfg: str, dataset: str) -> str:
-    """Where a method's base accuracy on a dataset comes from: ``test_base`` (MaPLe's reproduce script) when it
-    exists, else the final test of ``train_base``."""
+    """Where a method's base accuracy on a dataset comes from: ``test_base`` (MaPLe's reproduce script) when
+    it exists, else the final test of ``train_base``."""
     return "test_base" if by.get((trainer, cfg, dataset, "test_base")) else "train_base"
 
 

@@ -1,7 +1,7 @@
 """Names of datasets and methods: canonical keys, the labels the papers print, and the order of rows.
 
-A dataset is named by its folder (``caltech101``) or its Dassl class (``Caltech101``); :func:`dataset_key` maps
-both, and the usual aliases, to one key. A method is a (trainer, config) pair; its row label is the trainer's
+A dataset is named by its folder (``caltech101``) or its Dassl class (``Caltech101``); :func:`dataset_key`
+maps both, and the usual aliases, to one key. A method is a (trainer, config) pair; its row label is the trainer's
 name, plus the config where one trainer ran with several.
 """
 

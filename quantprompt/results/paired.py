@@ -1,15 +1,15 @@
-"""Paired comparisons: differences of a method and a baseline over the same units, with intervals and verdicts.
+"""Paired comparisons: a method minus a baseline over the same units, with intervals and verdicts.
 
-A *unit* is one run identity both sides share: the same dataset, seed, shots and split (base-to-new: dataset and
-seed, base and new being two metrics of the unit). Pairing removes what the two runs have in common -- the
+A *unit* is one run identity both sides share: the same dataset, seed, shots and split (base-to-new: dataset
+and seed, base and new being two metrics of the unit). Pairing removes what the two runs have in common -- the
 seed's few-shot sample and initialisation, the dataset's difficulty -- so the spread left is the spread of the
-*difference*, usually far smaller than the seed spread of either side. Unpaired means of three seeds cannot see
-an effect of one point that a paired test of the same runs sees clearly.
+*difference*, usually far smaller than the seed spread of either side. Unpaired means of three seeds cannot
+see an effect of one point that a paired test of the same runs sees clearly.
 
 Which interval, and why
     The Student-t interval of the mean paired difference, ``mean ± t(1 - a/2, n-1) · sd / sqrt(n)`` over the n
-    units (``sd`` with ``ddof=1``), and the two-sided paired t-test's p-value (``scipy.stats.ttest_rel`` on the
-    two sides gives the same number). Not a bootstrap over units: a study has few units (5 to 30), and
+    units (``sd`` with ``ddof=1``), and the two-sided paired t-test's p-value (``scipy.stats.ttest_rel`` on
+    the two sides gives the same number). Not a bootstrap over units: a study has few units (5 to 30), and
     percentile bootstrap intervals under-cover at such n (they are too narrow: the bootstrap distribution of a
     mean of 5 values cannot be wider than the 5 values allow, and it ignores that ``sd`` itself is estimated).
     The t interval is exact when the differences are normal and robust enough to mild skew at these n; it is
@@ -17,22 +17,24 @@ Which interval, and why
 
 Edge cases, never errors
     One unit: the mean is the difference, the interval ``(-inf, inf)`` and the p-value ``nan`` (nothing can be
-    said). All differences equal: the interval has zero width at the mean, ``p = 0`` if the mean is not 0, else 1
-    (a deterministic difference, e.g. two methods that are bit-identical on every unit, or a constant shift).
+    said). All differences equal: the interval has zero width at the mean, ``p = 0`` if the mean is not 0,
+    else 1 (a deterministic difference, e.g. two methods that are bit-identical on every unit, or a constant
+    shift).
 
 Families of claims (Holm)
     With twenty claims, one 95 % interval in twenty excludes 0 by chance. :func:`holm` gives Holm's step-down
-    adjusted p-values, and :func:`holm_intervals` intervals that agree with them: the claims are ranked by their
-    unadjusted p-value, and the claim ranked ``i`` of ``m`` gets the level ``alpha / (m - i + 1)`` (the step-down
-    levels: ``alpha / m`` for the most significant claim, ``alpha`` for the least), except that once Holm stops
-    (the first claim it cannot reject, rank ``r``) every later claim keeps rank ``r``'s level. So an adjusted
-    interval excludes 0 if and only if its Holm-adjusted p-value is below ``alpha``: the intervals carry exactly
-    Holm's decisions, which control the family-wise error rate at ``alpha``. (For intervals whose *values* hold
-    jointly, use the Bonferroni level ``alpha / m`` for every claim: ``paired_interval(d, 1 - alpha / m)``.)
+    adjusted p-values, and :func:`holm_intervals` intervals that agree with them: the claims are ranked by
+    their unadjusted p-value, and the claim ranked ``i`` of ``m`` gets the level ``alpha / (m - i + 1)`` (the
+    step-down levels: ``alpha / m`` for the most significant claim, ``alpha`` for the least), except that once
+    Holm stops (the first claim it cannot reject, rank ``r``) every later claim keeps rank ``r``'s level. So
+    an adjusted interval excludes 0 if and only if its Holm-adjusted p-value is below ``alpha``: the intervals
+    carry exactly Holm's decisions, which control the family-wise error rate at ``alpha``. (For intervals
+    whose *values* hold jointly, use the Bonferroni level ``alpha / m`` for every claim: ``paired_interval(d,
+    1 - alpha / m)``.)
 
 Verdicts
-    :func:`verdict` reads an interval against the direction a claim states: ``supported`` when it excludes 0 on
-    the claimed side, ``contradicted`` when it excludes 0 on the other side, ``inconclusive`` otherwise.
+    :func:`verdict` reads an interval against the direction a claim states: ``supported`` when it excludes 0
+    on the claimed side, ``contradicted`` when it excludes 0 on the other side, ``inconclusive`` otherwise.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ VERDICTS = ("supported", "contradicted", "inconclusive")
 
 @dataclass(frozen=True)
 class PairedStat:
-    """Mean paired difference (method - baseline) over ``n`` units, its interval ``[lo, hi]`` at ``confidence``,
-    the two-sided paired t-test's ``p_value`` and the sample standard deviation ``sd`` of the differences."""
+    """Mean paired difference (method - baseline) over ``n`` units, its interval ``[lo, hi]`` at
+    ``confidence``, the two-sided paired t-test's ``p_value`` and the sample standard deviation ``sd`` of the
+    differences."""
 
     mean: float
     lo: float
@@ -207,7 +210,8 @@ class MethodComparison:
     """One method against the baseline.
 
     ``stats[metric]`` is None when no unit has the metric on both sides; ``pairs[metric]`` lists
-    ``(unit, method value, baseline value)`` of the paired units in unit order (the differences behind the stat);
+    ``(unit, method value, baseline value)`` of the paired units in unit order (the differences behind
+    the stat);
     ``unmatched`` lists every unit one side lacks, per metric, so nothing is dropped silently.
     """
 
@@ -237,10 +241,13 @@ class Comparison:
     metrics: tuple[str, ...]
     methods: dict[str, MethodComparison]
     confidence: float = 0.95
+    holm: bool = False  # True when the stats are Holm-adjusted over every (method, metric) of the comparison
 
     def __getitem__(self, method: str) -> MethodComparison:
         if method not in self.methods:
-            raise KeyError(f"no comparison for method {method!r}; compared: {', '.join(self.methods) or 'none'}")
+            raise KeyError(
+                f"no comparison for method {method!r}; compared: {', '.join(self.methods) or 'none'}"
+            )
         return self.methods[method]
 
 
@@ -263,7 +270,9 @@ def _as_result(item: Any) -> UnitResult:
         return item
     if isinstance(item, tuple) and len(item) == 3:
         return UnitResult(str(item[0]), item[1], dict(item[2]))
-    raise TypeError(f"pair_runs: expected UnitResult or (method, unit, values) tuples, got {type(item).__name__}")
+    raise TypeError(
+        f"pair_runs: expected UnitResult or (method, unit, values) tuples, got {type(item).__name__}"
+    )
 
 
 def pair_runs(
@@ -290,9 +299,7 @@ def pair_runs(
             raise ValueError(f"pair_runs: method {r.method!r} has two results for unit {r.unit!r}")
         per_unit[r.unit] = {k: float(v) for k, v in r.values.items() if k in metrics and v is not None}
     if baseline not in table:
-        raise ValueError(
-            f"unknown baseline {baseline!r}; methods found: {', '.join(table) or 'none'}"
-        )
+        raise ValueError(f"unknown baseline {baseline!r}; methods found: {', '.join(table) or 'none'}")
     base = table[baseline]
     out: dict[str, MethodComparison] = {}
     for method, mine in table.items():
@@ -305,9 +312,7 @@ def pair_runs(
                 (u for u in mine if metric in mine[u] and metric in base.get(u, {})), key=unit_sort_key
             )
             pairs[metric] = [(u, mine[u][metric], base[u][metric]) for u in units]
-            stats[metric] = (
-                paired_interval([a - b for _, a, b in pairs[metric]], c) if units else None
-            )
+            stats[metric] = paired_interval([a - b for _, a, b in pairs[metric]], c) if units else None
         unmatched = []
         for side, have, other in (("method", mine, base), ("baseline", base, mine)):
             for u in sorted(have, key=unit_sort_key):
