@@ -202,3 +202,17 @@ def test_base2new_zero_shot_run_once_pairs_with_every_seed(tmp_path: Path) -> No
     assert coop.unmatched == [] and coop.stats["New"].n == 6
     assert coop.diffs("New") == [60.0 - 65, 61.0 - 65, 62.0 - 65, 50.0 - 55, 52.0 - 55, 54.0 - 55]
     assert coop.diffs("H")[0] == pytest.approx(harmonic_mean(90.0, 60.0) - harmonic_mean(85.0, 65.0))
+
+
+def test_fewshot_zero_shot_alone_on_a_dataset_and_bad_confidence(tmp_path: Path) -> None:
+    root = tmp_path / "output"
+    make_fewshot(root)
+    write_log(root / "ZeroshotCLIP/rn50/eurosat", 50.0, "eval")  # no trained method ran EuroSAT
+    report = compare(root, "fewshot", "CLIP")
+    comp = report.data["compare"]["fewshot"]
+    assert comp.metrics == ("1 shots", "2 shots", "all shots")  # no "None shots"
+    warnings = "\n".join(report.warnings)
+    assert "few-shot: CLIP has a result on EuroSAT, where no trained method has one" in warnings
+    assert comp["CoOp"].stats["all shots"].n == 8
+    with pytest.raises(ValueError, match="confidence=95"):
+        compare(root, "fewshot", "CLIP", confidence=95)

@@ -31,7 +31,7 @@ from .base2new import PHASES, base_phase, group_base2new
 from .collect import run_value
 from .fewshot import group_fewshot
 from .names import SOURCE, Method, dataset_key, dataset_label, label_methods
-from .paired import Comparison, PairedStat, UnitResult, holm_intervals, pair_runs
+from .paired import Comparison, PairedStat, UnitResult, check_confidence, holm_intervals, pair_runs
 from .report import Report, Table
 from .transfer import group_transfer
 from .tree import Run, is_zeroshot, scan
@@ -157,11 +157,17 @@ def _fewshot(
         for r in rs:
             v = run_value(r, keyword, warnings)
             if v is not None:
-                values[(label[(t, c)], RunUnit(d, shots, r.seed))] = per_unit(
-                    RunUnit(d, shots, r.seed), {"value": v}
-                )
+                unit = RunUnit(d, shots, r.seed)
+                values[(label[(t, c)], unit)] = per_unit(unit, {"value": v})
+    trained = {unit.dataset for (_, unit) in values}
     zeroshot: dict[tuple[str, str], list[tuple[RunUnit, dict[str, float]]]] = defaultdict(list)
     for (t, c, d), rs in zs_by.items():
+        if d not in trained:  # zero-shot has no shots: it pairs only with trained runs of its dataset
+            warnings.append(
+                f"few-shot: {label[(t, c)]} has a result on {dataset_label(d)}, where no trained method has "
+                "one; nothing to pair it with"
+            )
+            continue
         for r in rs:
             v = run_value(r, keyword, warnings)
             if v is not None:
@@ -337,6 +343,7 @@ def compare(
     """
     if setting != "auto" and setting not in COMPARE_SETTINGS:
         raise ValueError(f"setting={setting!r} is not one of auto, {', '.join(COMPARE_SETTINGS)}")
+    check_confidence(confidence)
     report = Report()
     if isinstance(source, (str, Path)):
         runs, report.warnings = scan(source)

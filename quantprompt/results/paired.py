@@ -88,7 +88,8 @@ class PairedStat:
         return self.sign != 0
 
 
-def _check_confidence(confidence: float) -> float:
+def check_confidence(confidence: float) -> float:
+    """``confidence`` as a float strictly between 0 and 1, else a ValueError naming it."""
     c = float(confidence)
     if not 0.0 < c < 1.0:
         raise ValueError(f"confidence={confidence!r} must lie strictly between 0 and 1 (e.g. 0.95)")
@@ -109,7 +110,7 @@ def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> PairedS
     """Student-t interval and paired t-test of the differences ``diffs`` (see the module docstring)."""
     from scipy import stats
 
-    c = _check_confidence(confidence)
+    c = check_confidence(confidence)
     d = _differences(diffs)
     n = len(d)
     if all(x == d[0] for x in d):  # zero spread, exactly (a float sd of equal values can be 1e-17)
@@ -156,7 +157,7 @@ def holm_intervals(diffs_per_claim: Sequence[Sequence[float]], confidence: float
     Each :class:`PairedStat` carries its Holm-adjusted p-value and the confidence level of its interval; the
     interval excludes 0 if and only if the adjusted p-value is below ``1 - confidence``.
     """
-    c = _check_confidence(confidence)
+    c = check_confidence(confidence)
     alpha = 1.0 - c
     raw = [paired_interval(d, c) for d in diffs_per_claim]
     m = len(raw)
@@ -287,7 +288,7 @@ def pair_runs(
     None) means the unit has no such result. Two results of one method on one unit are an error (the identity
     is not a unit). An unknown ``baseline`` raises a ValueError naming the methods found.
     """
-    c = _check_confidence(confidence)
+    c = check_confidence(confidence)
     metrics = tuple(metrics)
     if not metrics:
         raise ValueError("pair_runs: no metrics to compare")
