@@ -12,6 +12,11 @@ Tables (rows = methods, columns = datasets + average)::
     python tools/parse_test_res.py output --table base2new --format github
     python tools/parse_test_res.py output --table xd --format latex --ci95 --spread
     python tools/parse_test_res.py output --table --strict        # every setting found; exit 1 on warnings
+
+Paired differences of every method against a baseline (mean, 95% Student-t CI, n, p; unmatched units listed)::
+
+    python tools/parse_test_res.py output --table base2new --compare CoOp --format github
+    python tools/parse_test_res.py output --table fewshot --compare CoOp --holm
 """
 
 import sys

@@ -8,6 +8,8 @@ Two modes:
   instead of an assertion error for missing or unfinished logs.
 * Tables: ``parse_test_res.py OUTPUT_ROOT --table [auto|base2new|dg|xd|fewshot] --format
   terminal|github|latex|csv`` (see :mod:`quantprompt.results.tables`).
+* Paired comparisons: ``parse_test_res.py OUTPUT_ROOT --table base2new --compare BASELINE [--holm]``
+  (see :mod:`quantprompt.results.comparison`).
 
 ``--strict`` exits with status 1 when there is any warning; status 1 too when nothing at all was found.
 """
@@ -22,6 +24,7 @@ from typing import Optional, Sequence
 
 from ..clierrors import OneLineParser
 from .aggregate import mean, summarize
+from .comparison import compare
 from .logs import parse_log
 from .tables import FORMATS, SETTINGS, build_report, render
 from .tree import SEED_RE, find_logs
@@ -46,6 +49,14 @@ def build_parser(prog: str = "parse_test_res.py") -> argparse.ArgumentParser:
         choices=SETTINGS,
         help="build tables for a setting of the output tree (default auto: every setting found)",
     )
+    p.add_argument(
+        "--compare",
+        metavar="BASELINE",
+        help="paired differences of every method against BASELINE (a row label of the tables, e.g. CoOp) "
+        "over the units both ran: mean, Student-t CI, n, p; with --table SETTING (default: every setting found)",
+    )
+    p.add_argument("--confidence", type=float, default=0.95, help="--compare: interval level (default 0.95)")
+    p.add_argument("--holm", action="store_true", help="--compare: Holm-adjust the intervals over all rows")
     p.add_argument("--format", default="terminal", choices=FORMATS, help="table format (default terminal)")
     p.add_argument(
         "--layout",
@@ -133,6 +144,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "parse_test_res.py") 
         print(f"{prog}: error: {directory} is not a directory (give the output folder of your runs)",
               file=sys.stderr)
         return 2
+    if args.compare:
+        try:
+            report = compare(
+                directory,
+                args.table or "auto",
+                args.compare,
+                keyword=args.keyword,
+                confidence=args.confidence,
+                holm=args.holm,
+            )
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        text = render(report, fmt=args.format, decimals=args.decimals)
+        print(text, end="" if text.endswith("\n") else "\n")
+        if args.format == "csv":
+            _print_warnings(report.warnings, sys.stderr)
+        if args.output:
+            Path(args.output).write_text(text)
+        return 1 if (args.strict and report.warnings) else 0
     if args.table:
         report = build_report(
             directory,

@@ -94,11 +94,11 @@ def find_model_files(run_dir: Union[str, Path]) -> dict[str, list[Path]]:
 
 
 def qpt_size(path: Union[str, Path]) -> SizeInfo:
-    """Payload / header / file bytes of a ``.qpt`` (via ``quantprompt.quant``); raises quant.FormatError."""
-    from quantprompt.deploy import qpt_size_breakdown
+    """Payload / header / file bytes of a ``.qpt`` (``quant.size_report``); raises quant.FormatError."""
+    from quantprompt import quant
 
     blob = Path(path).read_bytes()
-    info = qpt_size_breakdown(blob)
+    info = quant.size_report(blob)
     return SizeInfo(
         payload_bytes=int(info["payload_bytes"]),
         source="qpt",
