@@ -116,9 +116,11 @@ def test_a_damaged_p4q_export_is_recognised_from_any_cut(p4q_export: Path, tmp_p
         (["grid", "base2new", "--methods", "nosuchmethod", "--data", "."], ["nosuchmethod"]),
         (["results", "no_such_dir", "--table", "base2new"], ["no_such_dir"]),
         (["plot", "kl", "no_such_run", "-o", "k.png"], ["no_such_run"]),
+        (["study", "--claims", "T1-nope", "--dry-run"], ["unknown claim 'T1-nope'; claims: T1-coop-vs-zs-new"]),
+        (["study", "--protocol", "missing.yaml"], ["missing.yaml: no such file"]),
         (["classify", "--topk", "many"], ["--topk", "many"]),  # argparse's own errors: one line too
     ],
-    ids=["inspect", "configs", "demo", "grid", "results", "plot", "argparse"],
+    ids=["inspect", "configs", "demo", "grid", "results", "plot", "study-claim", "study-protocol", "argparse"],
 )
 def test_quantprompt_subcommands_report_bad_input_in_one_line(tmp_path: Path, argv: list[str],
                                                               needles: list[str]) -> None:
