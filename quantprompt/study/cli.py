@@ -159,6 +159,10 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
         t2 = time.perf_counter()
         rc = run_local(grid, jobs=jobs, gpus=[], status_every=status_every)
         timings["runs"] = time.perf_counter() - t2
+        if rc == 130:  # stopped (Ctrl-C): no half report; the same command resumes
+            log("study stopped: run the same command again to resume (finished runs are kept)")
+            return {"runs": n_runs, "rc": rc, "timings": timings, "layout": layout, "results": [], "counts": {},
+                    "paths": {}}
     results = analyse(protocol, layout)
     timings["total"] = time.perf_counter() - t0
     info = {
@@ -188,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "quantprompt study") 
     out = run_study(protocol, Path(args.output), cache_dir=args.cache_dir, jobs=args.jobs, dry_run=args.dry_run,
                     report_only=args.report_only, figures=not args.no_figures, status_every=args.status_every,
                     log=lambda m: print(m, flush=True))
-    if args.dry_run:
-        return 0
+    if args.dry_run or out["rc"] == 130:
+        return out["rc"]
     from .report import claims_markdown
 
     print(claims_markdown(out["results"], protocol))
