@@ -179,6 +179,9 @@ def test_the_plan_runs_each_method_under_its_own_root_with_its_options(tmp_path:
     fewshot = [c for c in calls if c.script == "fewshot.sh"]
     assert [c.args[:3] for c in fewshot] == [("world_shapes", "1", "1"), ("world_shapes", "1", "1"),
                                               ("world_shapes", "1", "2"), ("world_shapes", "1", "3")]
+    seeds = [c.args[1] if c.script.startswith("base2new") else c.args[0] for c in calls if c.script != "fewshot.sh"
+             and not c.script.endswith("_test.sh") or c.script == "base2new_test.sh"]
+    assert seeds == sorted(seeds)  # seed by seed: a study stopped early holds every claim at fewer seeds
 
 
 @pytest.fixture(scope="module")

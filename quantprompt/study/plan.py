@@ -76,37 +76,35 @@ def _opts(method: Method, layout: StudyLayout, per_epoch: bool) -> list[str]:
 
 
 def calls_for(protocol: Protocol, layout: StudyLayout) -> list:
-    """The grid calls of the chosen claims, setting by setting, in a sequential run's order."""
+    """The grid calls of the chosen claims, seed by seed: every setting and method of seed 1, then seed 2, ...,
+    so that a study stopped early holds every claim at fewer seeds rather than some claims at none (the grid
+    runs them in this order, two at a time; finished runs are skipped whatever the order)."""
     from quantprompt.grid.plan import Call
 
     wanted = needed_methods(protocol)
     calls: list[Call] = []
     first_seed = protocol.seeds[0]
-    for setting in ("base2new", "dg", "xd", "fewshot"):
-        if setting not in wanted:
-            continue
-        s = protocol.settings[setting]
-        methods = [protocol.methods[m] for m in s["methods"] if m in wanted[setting]]
-        for m in methods:
-            per_epoch = setting == "base2new" and m.id in s.get("per_epoch", [])
-            common = ["--data", str(layout.data), "--output", str(method_root(layout, m.id)), "--cfg", m.config]
-            opts = ["--", *_opts(m, layout, per_epoch)]
-            shots = ["--shots", str(protocol.shots)]
-            seeds = [first_seed] if m.zero_shot else protocol.seeds
-            if setting == "base2new":
-                for d in s["datasets"]:
-                    for seed in seeds:
+    for seed in protocol.seeds:
+        for setting in ("base2new", "dg", "xd", "fewshot"):
+            if setting not in wanted:
+                continue
+            s = protocol.settings[setting]
+            for m in (protocol.methods[name] for name in s["methods"] if name in wanted[setting]):
+                if m.zero_shot and seed != first_seed:
+                    continue
+                per_epoch = setting == "base2new" and m.id in s.get("per_epoch", [])
+                common = ("--data", str(layout.data), "--output", str(method_root(layout, m.id)), "--cfg", m.config)
+                opts = ("--", *_opts(m, layout, per_epoch))
+                shots = ("--shots", str(protocol.shots))
+                if setting == "base2new":
+                    for d in s["datasets"]:
                         args = (d, str(seed), *common, *shots, *opts)
                         calls += [Call(m.scripts, "base2new_train.sh", args), Call(m.scripts, "base2new_test.sh", args)]
-            elif setting in ("dg", "xd"):
-                for seed in seeds:
-                    calls.append(Call(m.scripts, f"{setting}_train.sh", (str(seed), s["source"], *common, *shots,
-                                                                         *opts)))
-                    calls += [Call(m.scripts, f"{setting}_test.sh", (t, str(seed), s["source"], *common, *shots,
-                                                                     *opts)) for t in s["targets"]]
-            else:
-                for d in s["datasets"]:
-                    for k in s["shots"]:
-                        calls += [Call(m.scripts, "fewshot.sh", (d, str(k), str(seed), *common, *opts))
-                                  for seed in seeds]
+                elif setting in ("dg", "xd"):
+                    source = (s["source"], *common, *shots, *opts)
+                    calls.append(Call(m.scripts, f"{setting}_train.sh", (str(seed), *source)))
+                    calls += [Call(m.scripts, f"{setting}_test.sh", (t, str(seed), *source)) for t in s["targets"]]
+                else:
+                    calls += [Call(m.scripts, "fewshot.sh", (d, str(k), str(seed), *common, *opts))
+                              for d in s["datasets"] for k in s["shots"]]
     return calls
