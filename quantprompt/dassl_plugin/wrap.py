@@ -354,9 +354,14 @@ def quantize_trainers(*names: str) -> list[str]:
 
     Call it after the checkout's own ``import trainers.<name>`` lines. Calling it again is harmless. An unknown
     name, a name QuantPrompt already quantizes (``CoOp`` -> ``QCoOp``), or a ``Q<Name>`` taken by another class
-    raise ``ValueError`` naming them.
+    raise ``ValueError`` naming them. Under real Dassl it also applies :func:`patch_dassl_for_new_torch`: the
+    host's trainer builds its schedule with Dassl's warmup scheduler, which torch >= 2.7 cannot construct
+    (the learning rates are unchanged).
     """
+    from quantprompt.engine.compat import BACKEND
+
     from . import TRAINERS
+    from .torch_compat import patch_dassl_for_new_torch
 
     if not names:
         raise ValueError("quantize_trainers: name at least one trainer, e.g. qp.quantize_trainers('PromptSRC')")
@@ -384,4 +389,6 @@ def quantize_trainers(*names: str) -> list[str]:
                              f"{existing.__qualname__}; the quantized {name} cannot take that name")
         TRAINER_REGISTRY.register(wrap_trainer(host, qname))
         done.append(qname)
+    if BACKEND == "dassl":
+        patch_dassl_for_new_torch()
     return done

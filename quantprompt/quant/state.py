@@ -82,7 +82,7 @@ def _save_hook(owner: nn.Module, state_dict: dict, prefix: str, local_metadata: 
 
 def _load_pre_hook(owner: nn.Module, state_dict: dict, prefix: str, local_metadata: Any, strict: bool,
                    missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-    pending: dict[str, tuple[Optional[torch.Tensor], bool]] = {}
+    pending: dict[str, tuple[Optional[torch.Tensor], bool, str]] = {}
     for attr, (_plist, qi) in _ours(owner).items():
         inner = f"{prefix}parametrizations.{attr}."
         if inner + "original" in state_dict:
@@ -102,7 +102,7 @@ def _load_pre_hook(owner: nn.Module, state_dict: dict, prefix: str, local_metada
             if qi is not None:
                 state_dict[f"{inner}{qi}.{key[len(name) + len(QUANTIZER) + 2:]}"] = value
                 had_state = True
-        pending[attr] = (stored, had_state)
+        pending[attr] = (stored, had_state, name)
     setattr(owner, _PENDING, pending)
 
 
@@ -112,7 +112,7 @@ def _load_post_hook(owner: nn.Module, incompatible_keys: Any) -> None:
     if hasattr(owner, _PENDING):
         delattr(owner, _PENDING)
     ours = _ours(owner)
-    for attr, (stored, had_state) in pending.items():
+    for attr, (stored, had_state, name) in pending.items():
         plist, qi = ours.get(attr, (None, None))
         if qi is None:
             continue
@@ -123,12 +123,12 @@ def _load_post_hook(owner: nn.Module, incompatible_keys: Any) -> None:
         if had_state:
             if stored is None or torch.equal(q.quantize(latent).to(stored.dtype), stored.to(latent.device)):
                 continue  # a genuine state (or the older layout, which has no stored value to compare)
-            why = "the stored quantized values differ from what its latent weights and codebook give"
+            why = "its stored quantized values differ from what its latent weights and codebook give: an averaged " \
+                  "or edited state_dict"
         else:
             why = "no quantizer state came with its latent weights"
         q.cluster_(latent)
-        print(f"QPrompt: {attr}: {why} (an averaged or edited state_dict); codebook fitted again by K-Means "
-              f"to the loaded latent weights")
+        print(f"QPrompt: {name}: codebook fitted again by K-Means to the loaded latent weights ({why})")
 
 
 def install_state_hooks(owner: nn.Module) -> None:
