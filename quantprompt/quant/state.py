@@ -123,12 +123,14 @@ def _load_post_hook(owner: nn.Module, incompatible_keys: Any) -> None:
         if had_state:
             if stored is None or torch.equal(q.quantize(latent).to(stored.dtype), stored.to(latent.device)):
                 continue  # a genuine state (or the older layout, which has no stored value to compare)
-            why = "its stored quantized values differ from what its latent weights and codebook give: an averaged " \
-                  "or edited state_dict"
+            why = "averaged or edited state_dict"
         else:
-            why = "no quantizer state came with its latent weights"
+            why = "no quantizer state with the latent weights"
         q.cluster_(latent)
-        print(f"QPrompt: {name}: codebook fitted again by K-Means to the loaded latent weights ({why})")
+        seen = (id(stored), why)
+        if getattr(q, "_qprompt_last_refit", None) != seen:  # the same dict loaded twice (PromptSRC does): once
+            print(f"QPrompt: {name}: codebook fitted again to the loaded latent weights ({why})")
+        q._qprompt_last_refit = seen
 
 
 def install_state_hooks(owner: nn.Module) -> None:
