@@ -278,3 +278,25 @@ def test_noise_mode_is_the_noise_baseline(data: Path, tmp_path: Path, hosts: dic
     assert torch.equal(learner.ctx, learner.parametrizations.ctx.original)
     log = quietly(trainer.train)
     assert "Storage of learned parameters (fp16)" in log and not list(tmp_path.rglob("*.qpt*"))
+
+
+def test_older_checkpoint_layout_still_loads(data: Path, tmp_path: Path) -> None:
+    """A QCoOp checkpoint written before the host-named keys (torch's ``parametrizations.ctx.original`` ...)."""
+    import quantprompt.dassl_plugin as qp
+
+    cls = qp.QCoOp
+    run = tmp_path / "train"
+    trainer, _ = make(cls, cfg_for(data, "QCoOp", run, "OPTIM.MAX_EPOCH", "1"))
+    quietly(trainer.train)
+    path = run / "prompt_learner" / "model.pth.tar-1"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sd = ckpt["state_dict"]
+    old = {"parametrizations.ctx.original": sd["ctx.qprompt_latent"]}
+    old.update({f"parametrizations.ctx.0.{k.rsplit('.', 1)[1]}": v for k, v in sd.items()
+                if k.startswith("ctx.qprompt_quantizer.")})
+    ckpt["state_dict"] = old
+    torch.save(ckpt, path)
+    fresh, _ = make(cls, cfg_for(data, "QCoOp", tmp_path / "eval", sub="base"))
+    assert f'Loading weights to prompt_learner from "{path}"' in quietly(fresh.load_model, str(run), 1)
+    assert torch.equal(fresh.model.prompt_learner.ctx, trainer.model.prompt_learner.ctx)
+    assert torch.equal(logits(fresh), logits(trainer))
