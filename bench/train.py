@@ -19,7 +19,9 @@ which makes the printed ratios conservative. ``--text-layers 12`` times the real
 
 Ends with one ``name: value`` line per figure: speed-ups (full-length time / ours) per model and class count,
 ``train_step_overhead_qcoop_vs_coop`` (percent a QCoOp step takes over a CoOp step from the same init, both
-cut, best of ``--overhead-repeats`` alternated steps: the quantization hook's cost in a real step).
+cut, best of ``--overhead-repeats`` alternated steps: the quantization hook's cost in a real step) and
+``train_step_overhead_wrapped_vs_host`` (the same for a host trainer's plain step quantized by
+``qp.quantize_trainers``' code path: ``quantize_`` plus the CAC hook on ``optimizer.step``).
 """
 
 from __future__ import annotations
@@ -215,6 +217,34 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         return step
 
+    def wrapped_host_step(model: Any, n_cls: int, batch: int) -> Callable[[], None]:
+        """A host trainer's own step (forward, loss, backward, optimizer.step: nothing of ours in it) after
+        :class:`QuantizedHost` quantized what its optimizer holds and hooked CAC into ``optimizer.step``."""
+        from quantprompt.dassl_plugin.config import extend_cfg
+        from quantprompt.dassl_plugin.wrap import QuantizedHost
+        from quantprompt.engine.config import get_cfg_default
+
+        model.train()
+        optim = torch.optim.SGD(model.trainable_parameters(), lr=0.002, momentum=0.9)
+        cfg = extend_cfg(get_cfg_default())
+        cfg.SEED = args.seed
+
+        class Host(QuantizedHost):  # the trainer attributes qprompt_attach reads, without data or CLIP loading
+            def __init__(self) -> None:
+                self.model, self.optim, self._optims, self.cfg = model, optim, {"prompt_learner": optim}, cfg
+
+        Host().qprompt_attach()
+        x, y = images(batch), torch.randint(0, n_cls, (batch,), generator=gen).to(args.device)
+
+        def step() -> None:
+            with context():
+                loss = F.cross_entropy(model(x), y)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()  # the CAC check runs in the hook
+
+        return step
+
     for name, n_cls in train_runs:
         model = build(name, n_cls)
         batch = args.cocoop_batch_size if name.endswith("cocoop") else args.batch_size
@@ -245,11 +275,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.overhead_repeats:  # coop and qcoop steps alternated, from the same init, both cut
         n_cls = args.overhead_classes
         steps = {}
-        for name in ("coop", "qcoop"):
+        for name in ("coop", "qcoop", "wrapped"):
             torch.manual_seed(args.seed)
             gen.manual_seed(args.seed)
-            steps[name] = training_step(build(name, n_cls), n_cls, args.batch_size)
-        low = {"coop": (math.inf, math.inf), "qcoop": (math.inf, math.inf)}
+            if name == "wrapped":  # a host's CoOp step, quantized by qp.quantize_trainers' own code path
+                steps[name] = wrapped_host_step(build("coop", n_cls), n_cls, args.batch_size)
+            else:
+                steps[name] = training_step(build(name, n_cls), n_cls, args.batch_size)
+        low = {name: (math.inf, math.inf) for name in steps}
         for _ in range(args.overhead_repeats):
             for name, step in steps.items():
                 wall, cpu_s = timed(step, args.device)
@@ -260,6 +293,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"alternated steps: CoOp {low['coop'][0]:.3f} s (CPU {low['coop'][1]:.3f} s), QCoOp "
               f"{low['qcoop'][0]:.3f} s (CPU {low['qcoop'][1]:.3f} s): {100 * (ratio[0] - 1):+.1f} % wall, "
               f"{100 * (ratio[1] - 1):+.1f} % CPU", flush=True)
+        ratio = [low["wrapped"][i] / low["coop"][i] for i in (0, 1)]
+        figures["train_step_overhead_wrapped_vs_host"] = 100.0 * (ratio[clock] - 1.0)
+        print(f"wrapped host trainer (qp.quantize_trainers: quantize_ + optimizer step hook), same steps: host "
+              f"{low['coop'][0]:.3f} s, wrapped {low['wrapped'][0]:.3f} s (CPU {low['wrapped'][1]:.3f} s): "
+              f"{100 * (ratio[0] - 1):+.1f} % wall, {100 * (ratio[1] - 1):+.1f} % CPU", flush=True)
         del steps
     print(f"total bench time {time.perf_counter() - began:.0f} s; figures compare {args.clock} time")
     for key, value in figures.items():

@@ -307,3 +307,83 @@ def test_config_names_resolve_from_the_installed_package(tmp_path: Path) -> None
     res = subprocess.run([sys.executable, "-m", "quantprompt.cli", "configs"], cwd=tmp_path, env=env_bad,
                          capture_output=True, text=True)
     assert res.returncode == 2 and f"QUANTPROMPT_CONFIGS={tmp_path} is not a quantprompt configs folder" in res.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the host's *own* trainers, quantized by one more line: qp.quantize_trainers(...)  (see tests/test_dassl_plugin_wrap.py)
+# ------------------------------------------------------------------------------------------------------------
+TINY_HOST_CONFIG = """\
+DATALOADER:
+  TRAIN_X:
+    BATCH_SIZE: 4
+  TEST:
+    BATCH_SIZE: 50
+  NUM_WORKERS: 0
+INPUT:
+  SIZE: (32, 32)
+  PIXEL_MEAN: [0.48145466, 0.4578275, 0.40821073]
+  PIXEL_STD: [0.26862954, 0.26130258, 0.27577711]
+  TRANSFORMS: ["random_flip", "normalize"]
+OPTIM:
+  NAME: "sgd"
+  LR: 0.5
+  MAX_EPOCH: 2
+  LR_SCHEDULER: "cosine"
+TRAIN:
+  PRINT_FREQ: 1
+MODEL:
+  BACKBONE:
+    NAME: "tiny-vit"
+"""
+
+
+def make_wrapping_checkout(root: Path, backend: str) -> Path:
+    """The fake checkout plus its own trainers (tests/fake_host_trainers.py.txt) and the third added line."""
+    host = make_checkout(root, "maple")
+    src = (Path(__file__).parent / "fake_host_trainers.py.txt").read_text()
+    (host / "trainers" / "fakes.py").write_text(src.format(engine="dassl.engine", optim="dassl.optim",
+                                                           utils="dassl.utils"))
+    text = HOST_TRAIN.replace("import trainers.coop  # noqa: F401\n",
+                              "import trainers.coop  # noqa: F401\nimport trainers.fakes  # noqa: F401\n")
+    text = text.replace("import quantprompt.dassl_plugin as qp  # ADDED 1\n",
+                        "import quantprompt.dassl_plugin as qp  # ADDED 1\n"
+                        'qp.quantize_trainers("KgLike", "SrcLike")  # ADDED 3\n')
+    (host / "train.py").write_text(text)
+    (host / "configs" / "trainers").mkdir(parents=True)
+    (host / "configs" / "trainers" / "tiny.yaml").write_text(TINY_HOST_CONFIG)
+    if backend == "engine":  # the stand-in dassl also needs the optimizer builders and load_checkpoint
+        _write(root / "standin", {
+            "dassl/optim.py": "from quantprompt.engine.compat import build_lr_scheduler, build_optimizer  # noqa\n",
+            "dassl/utils.py": "from quantprompt.engine.compat import load_checkpoint, set_random_seed, "
+                              "setup_logger  # noqa: F401\n",
+        })
+    return host
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trainer", ["QKgLike", "QSrcLike"])
+def test_wrapped_host_trainer_in_foreign_checkout(tmp_path: Path, data: Path, backend: str, trainer: str) -> None:
+    env = environment(tmp_path, backend)
+    host = make_wrapping_checkout(tmp_path, backend)
+    folder_name = {"QKgLike": "prompt_learner", "QSrcLike": "VLPromptLearner"}[trainer]
+    common = ["--root", str(data), "--seed", "1", "--trainer", trainer,
+              "--dataset-config-file", "configs/datasets/caltech101.yaml", "--config-file", "configs/trainers/tiny.yaml"]
+    out = host / "output" / "base2new"
+    train_out = run_host(host, env, *common, "--output-dir", str(out / "train_base"),
+                         "DATASET.SUBSAMPLE_CLASSES", "base")
+    qpt = out / "train_base" / folder_name / "model.qpt-2"
+    assert f"Packed prompt saved to {qpt}" in train_out
+    assert re.search(r"^QPrompt: 1-bit qat on 1 trained tensors \(\d+ values\): prompt_learner.ctx$", train_out, re.M)
+    assert re.search(r"^Storage of learned parameters \(packed \.qpt\): \d+ bytes payload", train_out, re.M)
+    if trainer == "QSrcLike":
+        assert "Using GPA model for final inference..." in train_out
+    test_out = run_host(host, env, *common, "--output-dir", str(out / "test_new"), "--model-dir",
+                        str(out / "train_base"), "--load-epoch", "2", "--eval-only",
+                        "DATASET.SUBSAMPLE_CLASSES", "new", "TEST.LOAD_QPT", "True")
+    assert f'Loading packed prompt from "{qpt}"' in test_out
+    assert re.search(r"^\* accuracy: [\d.]+%$", test_out, re.M)
+    # the results tools read the Size column of the Q<Name> run from its .qpt
+    from quantprompt.results import run_size
+
+    size, problem = run_size(out / "train_base", trainer)
+    assert problem is None and size.source == "qpt" and size.path == str(qpt)

@@ -74,10 +74,21 @@ def test_forward_quantized_backward_straight_through(vit, images, qname, name, k
 def test_state_dict_learned_plus_quantizer_state_and_resume(vit, images):
     model = prompting.build("qcoop", vit, NAMES, n_ctx=4, precision="fp32")
     sd = model.prompt_learner.state_dict()
-    assert "parametrizations.ctx.original" in sd
-    assert all(k.startswith("parametrizations.ctx.") for k in sd)  # nothing fixed (token embeddings) saved
+    # CoOp's name holds the values the model uses; the latent weights and the quantizer's state sit beside it
+    assert torch.equal(sd["ctx"], model.prompt_learner.ctx) and sd["ctx"].unique().numel() <= 2
+    assert torch.equal(sd["ctx.qprompt_latent"], model.prompt_learner.parametrizations.ctx.original)
+    assert "ctx.qprompt_quantizer.centers" in sd
+    assert all(k == "ctx" or k.startswith("ctx.qprompt_") for k in sd)  # nothing fixed (token embeddings) saved
     other = prompting.build("qcoop", vit, NAMES, n_ctx=4, precision="fp32")
     other.prompt_learner.load_state_dict(sd)
+    assert torch.equal(other.prompt_learner.ctx, model.prompt_learner.ctx)
+    # the older layout (torch's parametrize names) still loads
+    legacy = {"parametrizations.ctx.original": sd["ctx.qprompt_latent"]}
+    legacy.update({f"parametrizations.ctx.0.{k.rsplit('.', 1)[1]}": v for k, v in sd.items()
+                   if k.startswith("ctx.qprompt_quantizer.")})
+    third = prompting.build("qcoop", vit, NAMES, n_ctx=4, precision="fp32")
+    third.prompt_learner.load_state_dict(legacy)
+    assert torch.equal(third.prompt_learner.ctx, model.prompt_learner.ctx)
     model.eval()
     other.eval()
     with torch.no_grad():
@@ -120,7 +131,7 @@ def test_noisecoop_noise_in_training_only(vit, images):
     torch.manual_seed(0)
     noisy = prompting.build("noisecoop", vit, NAMES, n_ctx=4, noise_std=0.05, precision="fp32")
     assert noisy.noise_config.std == 0.05
-    assert list(noisy.prompt_learner.state_dict()) == ["parametrizations.ctx.original"]
+    assert list(noisy.prompt_learner.state_dict()) == ["ctx"]  # noise is training-only: ctx is the latent
     plain = prompting.build("coop", vit, NAMES, n_ctx=4, precision="fp32")
     plain.prompt_learner.ctx.data.copy_(noisy.prompt_learner.parametrizations.ctx.original)
     noisy.train()

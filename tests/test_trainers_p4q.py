@@ -65,7 +65,7 @@ def test_trains_end_to_end(p4q_run: Path) -> None:
         assert (folder / f"model.pth.tar-{epoch}").is_file() and (folder / f"model.qpt-{epoch}").is_file()
     ckpt = torch.load(folder / "model.pth.tar-4", map_location="cpu", weights_only=True)
     keys = set(ckpt["state_dict"])
-    assert {"parametrizations.ctx.original", "adapter.fc1.parametrizations.weight.original"} <= keys
+    assert {"ctx", "ctx.qprompt_latent", "adapter.fc1.weight", "adapter.fc1.weight.qprompt_latent"} <= keys
     assert any(k.startswith("act_ranges.") and k.endswith(".scale") for k in keys)
     assert not any("token_prefix" in k for k in keys)
     blob = (folder / "model.qpt-4").read_bytes()

@@ -14,7 +14,9 @@ QMaPLe, NoiseCoOp, P4Q). The baselines (CoOp, CoCoOp, MaPLe, ZeroshotCLIP) are t
 registered only by ``register_all(include_baselines=True)`` (this repository's ``trainers/`` package does
 that), and a name the host already registered keeps the host's class, with one warning. So the import may
 come before or after the host's own trainer imports. :func:`patch_dassl_for_new_torch` (opt-in) makes the
-host's *own* trainers' warmup run on torch >= 2.7.
+host's *own* trainers' warmup run on torch >= 2.7. ``qp.quantize_trainers("PromptSRC", ...)`` (one more line,
+after the host's trainer imports) registers ``QPromptSRC`` ...: the host's own trainer with QPrompt applied to
+what it trains (:mod:`.wrap`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib
 from .base import PromptTrainer, register, skipped_baselines, validate_cfg, warn_skipped
 from .config import extend_cfg
 from .torch_compat import patch_dassl_for_new_torch
+from .wrap import QuantizedHost, quantize_trainers, wrap_trainer
 
 # (module, class, baseline). One line per trainer: adding a trainer is adding its line here. A baseline is
 # registered only on request and gives way to a host's class of the same name; the others are registered on
@@ -60,6 +63,7 @@ register_all()
 globals().update(trainer_classes())  # qp.QCoOp ... : the classes of TRAINERS, without a second list
 
 __all__ = [
-    "TRAINERS", "PromptTrainer", "extend_cfg", "patch_dassl_for_new_torch", "register", "register_all",
-    "skipped_baselines", "trainer_classes", "validate_cfg", *(name for _, name, _ in TRAINERS),
+    "TRAINERS", "PromptTrainer", "QuantizedHost", "extend_cfg", "patch_dassl_for_new_torch", "quantize_trainers",
+    "register", "register_all", "skipped_baselines", "trainer_classes", "validate_cfg", "wrap_trainer",
+    *(name for _, name, _ in TRAINERS),
 ]

@@ -45,7 +45,8 @@ from quantprompt.engine.optim import build_lr_scheduler
 
 from . import config as tcfg
 
-__all__ = ["PromptTrainer", "register", "skipped_baselines", "validate_cfg", "warn_skipped"]
+__all__ = ["PromptTrainer", "quant_options_from_cfg", "register", "skipped_baselines", "validate_cfg",
+           "validate_quant_cfg", "warn_skipped"]
 
 PRECISIONS = ("fp16", "fp32", "amp")
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -188,22 +189,46 @@ def validate_cfg(cfg: Any, node: Optional[str], quantized: bool, noise: bool = F
         if node == "COCOOP":
             _check_int(cfg, f"{base}.TEXT_BATCH_SIZE", 1)
     if quantized:
-        q = "TRAINER.QPROMPT"
-        _check_int(cfg, f"{q}.BITS", 1, 8)
-        targets = tcfg.get(cfg, f"{q}.TARGETS")
-        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) and t for t in targets):
-            _fail(f"{q}.TARGETS", targets, "must be a list of parameter names or regular expressions "
-                                          "(empty: the method's default targets)")
-        _check_bool(cfg, f"{q}.NORM")
-        _check_choice(cfg, f"{q}.MODE", QUANT_MODES)
-        _check_bool(cfg, f"{q}.PER_ROW")
-        _check_choice(cfg, f"{q}.KMEANS_BACKEND", KMEANS_BACKENDS)
-        _check_choice(cfg, f"{q}.CAC.RECLUSTER", RECLUSTER)
-        _check_int(cfg, f"{q}.CAC.INTERVAL", 0)
-        _check_float(cfg, f"{q}.CAC.KL_THRESHOLD", 0.0)
-        _check_bool(cfg, f"{q}.CAC.REQUIRE_ERROR_INCREASE")
+        validate_quant_cfg(cfg)
     if noise:
         _check_float(cfg, "TRAINER.QPROMPT.NOISE_STD", 0.0)
+
+
+def validate_quant_cfg(cfg: Any, modes: tuple[str, ...] = QUANT_MODES) -> None:
+    """Check the ``TRAINER.QPROMPT.*`` keys of a quantized trainer (ours, or a wrapped host's with ``modes``)."""
+    q = "TRAINER.QPROMPT"
+    _check_int(cfg, f"{q}.BITS", 1, 8)
+    targets = tcfg.get(cfg, f"{q}.TARGETS")
+    if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) and t for t in targets):
+        _fail(f"{q}.TARGETS", targets, "must be a list of parameter names or regular expressions "
+                                      "(empty: the method's default targets)")
+    _check_bool(cfg, f"{q}.NORM")
+    _check_choice(cfg, f"{q}.MODE", modes)
+    _check_bool(cfg, f"{q}.PER_ROW")
+    _check_choice(cfg, f"{q}.KMEANS_BACKEND", KMEANS_BACKENDS)
+    _check_choice(cfg, f"{q}.CAC.RECLUSTER", RECLUSTER)
+    _check_int(cfg, f"{q}.CAC.INTERVAL", 0)
+    _check_float(cfg, f"{q}.CAC.KL_THRESHOLD", 0.0)
+    _check_bool(cfg, f"{q}.CAC.REQUIRE_ERROR_INCREASE")
+
+
+def quant_options_from_cfg(cfg: Any) -> dict[str, Any]:
+    """``TRAINER.QPROMPT.*`` as :class:`quantprompt.quant.QuantConfig` fields (``targets`` only when set)."""
+    q = "TRAINER.QPROMPT"
+    opts: dict[str, Any] = {"bits": int(tcfg.get(cfg, f"{q}.BITS"))}
+    targets = list(tcfg.get(cfg, f"{q}.TARGETS"))
+    if targets:
+        opts["targets"] = targets
+    opts["norm"] = bool(tcfg.get(cfg, f"{q}.NORM"))
+    opts["mode"] = str(tcfg.get(cfg, f"{q}.MODE"))
+    opts["per_row"] = bool(tcfg.get(cfg, f"{q}.PER_ROW"))
+    opts["kmeans_backend"] = str(tcfg.get(cfg, f"{q}.KMEANS_BACKEND"))
+    opts["recluster"] = str(tcfg.get(cfg, f"{q}.CAC.RECLUSTER"))
+    opts["interval"] = int(tcfg.get(cfg, f"{q}.CAC.INTERVAL"))
+    opts["kl_threshold"] = float(tcfg.get(cfg, f"{q}.CAC.KL_THRESHOLD"))
+    opts["require_error_increase"] = bool(tcfg.get(cfg, f"{q}.CAC.REQUIRE_ERROR_INCREASE"))
+    opts["seed"] = int(cfg.SEED) if int(cfg.SEED) >= 0 else 0  # k-means seed follows the run's seed
+    return opts
 
 
 def classnames_sha256(classnames: list[str]) -> str:
@@ -267,20 +292,7 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
             if self.NODE == "COCOOP":
                 opts["text_batch_size"] = int(tcfg.get(cfg, f"{node}.TEXT_BATCH_SIZE"))
         if self.QUANTIZED:
-            q = "TRAINER.QPROMPT"
-            opts["bits"] = int(tcfg.get(cfg, f"{q}.BITS"))
-            targets = list(tcfg.get(cfg, f"{q}.TARGETS"))
-            if targets:
-                opts["targets"] = targets
-            opts["norm"] = bool(tcfg.get(cfg, f"{q}.NORM"))
-            opts["mode"] = str(tcfg.get(cfg, f"{q}.MODE"))
-            opts["per_row"] = bool(tcfg.get(cfg, f"{q}.PER_ROW"))
-            opts["kmeans_backend"] = str(tcfg.get(cfg, f"{q}.KMEANS_BACKEND"))
-            opts["recluster"] = str(tcfg.get(cfg, f"{q}.CAC.RECLUSTER"))
-            opts["interval"] = int(tcfg.get(cfg, f"{q}.CAC.INTERVAL"))
-            opts["kl_threshold"] = float(tcfg.get(cfg, f"{q}.CAC.KL_THRESHOLD"))
-            opts["require_error_increase"] = bool(tcfg.get(cfg, f"{q}.CAC.REQUIRE_ERROR_INCREASE"))
-            opts["seed"] = int(cfg.SEED) if int(cfg.SEED) >= 0 else 0  # k-means seed follows the run's seed
+            opts.update(quant_options_from_cfg(cfg))
         if self.NOISE:
             opts["noise_std"] = float(tcfg.get(cfg, "TRAINER.QPROMPT.NOISE_STD"))
         return opts
@@ -644,17 +656,19 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
         # fixed token embeddings depend on the class names of this run (CoOp: "ignore fixed token vectors")
         state_dict = {k: v for k, v in state_dict.items()
                       if k.rsplit(".", 1)[-1] not in ("token_prefix", "token_suffix")}
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        print(f'Loading weights to {name} from "{path}" (epoch = {epoch})')
+        # strict=False: the keys are checked below by what the load left out; the quantizer's state_dict hooks
+        # (quant.state) accept the current layout (``ctx`` + ``ctx.qprompt_latent`` ...) and the older one
+        result = module.load_state_dict(state_dict, strict=False)
+        missing = [_clean_name(k) for k in result.missing_keys]
         if missing:
             raise ValueError(
                 f"{path} lacks learned tensors {missing} of {type(self).__name__}; it was written by another "
                 f"trainer or configuration (found {sorted(state_dict)[:8]})"
             )
-        if unexpected:
-            warnings.warn(f"{path}: ignoring tensors this model does not have: {unexpected}", stacklevel=2)
-        print(f'Loading weights to {name} from "{path}" (epoch = {epoch})')
-        module.load_state_dict({k: state_dict[k] for k in own}, strict=True)
+        if result.unexpected_keys:
+            warnings.warn(f"{path}: ignoring tensors this model does not have: {result.unexpected_keys}",
+                          stacklevel=2)
 
     def _load_qpt(self, path: str) -> None:
         from quantprompt import quant

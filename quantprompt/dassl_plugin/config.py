@@ -44,7 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "TRAINER.QPROMPT.CAC.INTERVAL": 10,  # minimum optimizer steps between re-clusterings (0: no minimum)
     "TRAINER.QPROMPT.CAC.KL_THRESHOLD": 1e-4,  # re-cluster only when KL(p_cur || p_old) exceeds this
     "TRAINER.QPROMPT.CAC.REQUIRE_ERROR_INCREASE": True,  # ... and the quantization error grew
-    "TRAINER.QPROMPT.NOISE_STD": 0.01,  # NoiseCoOp only (Fig. 2)
+    "TRAINER.QPROMPT.NOISE_STD": 0.01,  # NoiseCoOp, and wrapped trainers with MODE noise (Fig. 2)
+    # wrapped host trainers (qp.quantize_trainers): the most values they may train, a prompt-sized set; a host
+    # training more (a fine-tuned encoder) is refused before training. MaPLe's ViT-B/16 prompts are 3.55M values
+    "TRAINER.QPROMPT.MAX_PARAMS": 5_000_000,
     # P4Q (prompt settings come from TRAINER.COOP: N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION, PREC)
     "TRAINER.P4Q.WEIGHT_BITS": 8,  # CLIP's weights, both encoders: 2..8, symmetric
     "TRAINER.P4Q.ACT_BITS": 8,  # activations entering every quantized layer, per tensor

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 from .config import NoiseConfig, QuantConfig
 from .noise import GaussianNoise
 from .quantizer import KMeansQuantizer
+from .state import install_state_hooks
 from .targets import match_targets, param_entries
 
 __all__ = ["quantize_", "remove_", "step", "finalize_", "stats", "quantizers", "noise_modules", "add_noise_"]
@@ -52,6 +53,8 @@ def quantize_(module: nn.Module, cfg: QuantConfig) -> dict[str, KMeansQuantizer]
     QAT: the codebook is fitted by K-Means to the current (normalized) weights now and quantization is on.
     PTQ: identity until ``finalize_``.  off: attached, always identity.  Raises ValueError for an unmatched
     target (listing the parameter names), a non-float tensor or a tensor that is already quantized.
+    ``state_dict`` then keeps the module's own names (``ctx`` holds the quantized values; the latent weights and
+    the quantizer's state sit beside it, see :mod:`quantprompt.quant.state`).
     """
     if not isinstance(cfg, QuantConfig):
         raise TypeError(f"quantize_: cfg must be a QuantConfig, got {type(cfg).__name__}")
@@ -71,6 +74,7 @@ def quantize_(module: nn.Module, cfg: QuantConfig) -> dict[str, KMeansQuantizer]
         if cfg.mode == "qat":
             q.cluster_(e.tensor)
         parametrize.register_parametrization(e.owner, e.attr, q)
+        install_state_hooks(e.owner)
         out[e.name] = q
     return out
 
@@ -88,6 +92,7 @@ def add_noise_(module: nn.Module, cfg: NoiseConfig) -> dict[str, GaussianNoise]:
         noise.train(False)  # parametrize runs one check forward: draw no random numbers there
         parametrize.register_parametrization(e.owner, e.attr, noise)
         noise.train(e.owner.training)
+        install_state_hooks(e.owner)
         out[e.name] = noise
     return out
 

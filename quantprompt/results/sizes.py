@@ -111,8 +111,9 @@ def qpt_size(path: Union[str, Path]) -> SizeInfo:
 def state_dict_fp16_bytes(state_dict: dict[str, Any]) -> int:
     """2 bytes per value of every floating tensor that is learned.
 
-    Left out: CoOp's fixed ``token_prefix``/``token_suffix`` buffers and quantizer state (tensors under
-    ``parametrizations.<name>.`` other than ``.original``, the learned weight itself).
+    Left out: CoOp's fixed ``token_prefix``/``token_suffix`` buffers and quantizer state: in the current layout
+    ``<name>.qprompt_latent`` and ``<name>.qprompt_quantizer.*`` beside the tensor ``<name>`` itself, in the older
+    one the tensors under ``parametrizations.<name>.`` other than ``.original``.
     """
     import torch
 
@@ -123,6 +124,8 @@ def state_dict_fp16_bytes(state_dict: dict[str, Any]) -> int:
         if key.split(".")[-1] in _FIXED_KEYS:
             continue
         if ".parametrizations." in f".{key}" and not _ORIGINAL_RE.search(key):
+            continue
+        if key.endswith(".qprompt_latent") or ".qprompt_quantizer." in key:
             continue
         total += value.numel() * 2
     return total
