@@ -350,20 +350,14 @@ def test_trainer_in_fp16_and_amp_matches_fp32(data: Path, tmp_path: Path, traine
             assert cos >= want, f"{trainer} {prec} {key}: step cosine {cos:.4f} with fp32 < {want}"
         assert any(not torch.equal(after[k], ref_after[k]) for k in ref_after), \
             f"{trainer} {prec}: bit-identical to fp32, so {prec} did not take effect"
-    ctx_key = TRAINERS_CTX_HALF[trainer]
+    ctx_key = trainrun.CTX_KEYS[trainer]
     assert trainrun.checkpoint(tmp_path / "fp16", trainer, 1)[ctx_key].dtype == torch.float16
+    assert trainrun.checkpoint(tmp_path / "amp", trainer, 1)[ctx_key].dtype == torch.float32
     if trainer in trainrun.PACKED:
         folder = trainrun.MODEL_FOLDERS.get(trainer, "prompt_learner")
         assert all((tmp_path / prec / folder / "model.qpt-1").is_file() for prec in logs)
         payload = {prec: re.findall(r"packed \.qpt\): (\d+) bytes payload", log) for prec, log in logs.items()}
         assert payload["fp32"] and payload["fp16"] == payload["fp32"] == payload["amp"], payload  # same storage
-
-
-#: the learned context is stored in CLIP's dtype under PREC fp16 (CoOp's behaviour), by checkpoint key
-TRAINERS_CTX_HALF = {"CoOp": "ctx", "NoiseCoOp": "parametrizations.ctx.original",
-                     "QCoOp": "parametrizations.ctx.original", "CoCoOp": "ctx",
-                     "QCoCoOp": "parametrizations.ctx.original", "MaPLe": "prompt_learner.ctx",
-                     "QMaPLe": "prompt_learner.parametrizations.ctx.original", "P4Q": "parametrizations.ctx.original"}
 
 
 def test_fp16_qcoop_evaluates_from_its_qpt(data: Path, tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ TRAINERS = {"ZeroshotCLIP": None, "CoOp": "COOP", "NoiseCoOp": "COOP", "QCoOp": 
 MODEL_FOLDERS = {"MaPLe": "MultiModalPromptLearner", "QMaPLe": "MultiModalPromptLearner"}
 #: trainers that write a packed .qpt next to each checkpoint
 PACKED = ("QCoOp", "QCoCoOp", "QMaPLe", "P4Q")
+#: the checkpoint key of each trainer's learned context, stored in CLIP's dtype under PREC fp16 (as in CoOp)
+CTX_KEYS = {"CoOp": "ctx", "NoiseCoOp": "parametrizations.ctx.original", "QCoOp": "parametrizations.ctx.original",
+            "CoCoOp": "ctx", "QCoCoOp": "parametrizations.ctx.original", "MaPLe": "prompt_learner.ctx",
+            "QMaPLe": "prompt_learner.parametrizations.ctx.original", "P4Q": "parametrizations.ctx.original"}
 
 
 def argv(data: Path, trainer: str, out: Path, *opts: str, sub: str = "base", extra: tuple = (),
