@@ -62,6 +62,7 @@ step() {  # step NAME LIMIT CMD...: run with a time limit, log, keep its `name: 
   say ""
   say "== $name (limit ${limit} s): $*"
   local start=$SECONDS
+  : > "$STEP_OUT"
   timeout --signal=TERM --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG" "$STEP_OUT"
   local rc=${PIPESTATUS[0]}
   grep -E '^[a-z][a-z0-9_.]*: [-0-9.eE+naif]+$' "$STEP_OUT" >> "$FIGS"
