@@ -45,7 +45,7 @@ if [ "$SMOKE" = 0 ]; then
   EVAL_ARGS=(--clip vitb16-random --device cuda --precision fp16 --classes 1000 --images 256 --batch-size 32
              --cocoop-images 4 --repeats 3)
   QUANT_ARGS=(--device cuda --repeats 2)
-  LIMITS=(240 100 60 80)   # seconds: tests, train, eval, quant (+ ~20 s start-up: within 8 minutes)
+  LIMITS=(220 90 60 90)    # seconds: tests, train, eval, quant (+ ~20 s start-up: within 8 minutes)
 else
   say "bench/gpu.sh --smoke: the steps at tiny shapes on the CPU (plumbing only; the figures mean nothing)"
   DEVICE=cpu
