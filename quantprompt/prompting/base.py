@@ -35,7 +35,8 @@ def apply_precision(clip_model: nn.Module, precision: str) -> str:
         device_type = clip_device(clip_model).type
         if device_type == "meta" or (device_type != "cuda" and not cpu_half_enabled()):
             warnings.warn(
-                "precision fp16 requested on CPU: promoted to fp32 (fp16 needs CUDA; tests set QUANTPROMPT_CPU_HALF=1)", UserWarning, stacklevel=3
+                "precision fp16 requested on CPU: promoted to fp32 (fp16 needs CUDA; tests keep it with "
+                "QUANTPROMPT_CPU_HALF=1)", UserWarning, stacklevel=3
             )
             clip_model.float()
             return "fp32"
