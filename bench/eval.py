@@ -6,6 +6,7 @@ do not depend on the image), like zero-shot CLIP; the references recompute them 
 
     python bench/eval.py                       # tiny CLIP, CPU, 1,000 classes, 256 images
     python bench/eval.py --clip ViT-B/16 --device cuda --precision fp16 --images 512
+    python bench/eval.py --clip vitb16-random --device cuda --precision fp16   # the shapes, without weights
 
 Ends with one ``name: value`` line per figure (times in seconds; ratios vs zero-shot CLIP in this run).
 """
@@ -29,6 +30,10 @@ def load_clip(spec: str, seed: int, device: str, precision: str) -> Any:
 
     if spec in ("tiny", "tiny-vit"):
         return qclip.tiny(seed, "vit").to(device)
+    if spec == "vitb16-random":  # ViT-B/16's shapes (224 px, 12 + 12 layers), random weights: no download
+        from bench.train import vitb16_clip
+
+        return vitb16_clip(12, 224, seed).to(device)
     return qclip.load(spec, device=device, precision=precision)[0]
 
 
@@ -56,7 +61,8 @@ def time_eval(model: Any, batches: list, uncached: bool = False, repeats: int = 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", default="tiny", help="'tiny' (default) or any quantprompt.clip.load spec")
+    parser.add_argument("--clip", default="tiny", help="'tiny' (default), 'vitb16-random' (ViT-B/16's shapes, "
+                        "random weights, no download) or any quantprompt.clip.load spec")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -5,7 +5,7 @@
 2. Hook overhead: forward + backward + optimizer step + quant.step of a 4x512 and of a 3.5 M-parameter tensor
    through the quantizer vs. the same without it.
 
-Usage: python bench/quant.py [--quick] [--device cpu|cuda] [--repeats N]
+Usage: python bench/quant.py [--quick | --smoke] [--device cpu|cuda] [--repeats N]
 Timings are the minimum over repeats (least disturbed by other processes); ours and the baseline get the
 same number of repeats.  Ends with one line per figure, ``name: value``.
 """
@@ -108,15 +108,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="350 K instead of 3.5 M values, fewer repeats")
     ap.add_argument("--device", default="cpu", help="device of kmeans_1d and of the hook (sklearn runs on CPU)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="plumbing check only (bench/gpu.sh --smoke): 20 K values, k = 2 and 4, one repeat")
     args = ap.parse_args()
     device = torch.device(args.device)
-    repeats = args.repeats or (2 if args.quick else 4)
-    large = 350_000 if args.quick else 3_500_000
+    repeats = args.repeats or (1 if args.smoke else 2 if args.quick else 4)
+    large = 20_000 if args.smoke else 350_000 if args.quick else 3_500_000
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}", flush=True)
-    figures = bench_kmeans([2048, large], [2, 4, 16], repeats, device)
-    big = (350, 1000) if args.quick else (3500, 1000)
-    figures.update(bench_hook({"4x512": (4, 512), ("350K" if args.quick else "3.5M"): big}, repeats, device))
-    label = "350000" if args.quick else "3.5M"
+    figures = bench_kmeans([2048, large], [2, 4] if args.smoke else [2, 4, 16], repeats, device)
+    big = (20, 1000) if args.smoke else (350, 1000) if args.quick else (3500, 1000)
+    name = "20K" if args.smoke else "350K" if args.quick else "3.5M"
+    figures.update(bench_hook({"4x512": (4, 512), name: big}, repeats, device))
+    label = str(large) if large != 3_500_000 else "3.5M"
     figures[f"kmeans_n{label}_min_speedup_vs_sklearn"] = min(
         v for k, v in figures.items() if k.startswith(f"kmeans_n{label}_k") and k.endswith("speedup_vs_sklearn"))
     figures["kmeans_max_inertia_ratio"] = max(v for k, v in figures.items() if k.endswith("inertia_ratio"))

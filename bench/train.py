@@ -19,9 +19,13 @@ which makes the printed ratios conservative. ``--text-layers 12`` times the real
 
 Ends with one ``name: value`` line per figure: speed-ups (full-length time / ours) per model and class count,
 ``train_step_overhead_qcoop_vs_coop`` (percent a QCoOp step takes over a CoOp step from the same init, both
-cut, best of ``--overhead-repeats`` alternated steps: the quantization hook's cost in a real step) and
+cut, best of ``--overhead-repeats`` alternated steps: the quantization hook's cost in a real step),
 ``train_step_overhead_wrapped_vs_host`` (the same for a host trainer's plain step quantized by
-``qp.quantize_trainers``' code path: ``quantize_`` plus the CAC hook on ``optimizer.step``).
+``qp.quantize_trainers``' code path: ``quantize_`` plus the CAC hook on ``optimizer.step``), and on CUDA
+the peak memory of one training step on each path: ``train_peak_mem_mib_<model>_<classes>_{full,truncated}``
+(MiB the step allocates above what was resident before it: activations, gradients, workspace) and
+``train_peak_mem_ratio_<model>_<classes>`` (truncated / full). ``--figure-suffix _cuda`` (bench/gpu.sh) names
+the speed-ups ``train_step_speedup_coop_1000_cuda`` and so on.
 """
 
 from __future__ import annotations
@@ -132,8 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="what the figures compare: wall time, or this process's CPU time (steadier on a "
                              "machine shared with other jobs; CPU runs only). Both are printed per line.")
+    parser.add_argument("--figure-suffix", default="",
+                        help="appended to every speed-up / overhead figure name (bench/gpu.sh: _cuda)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    suffix = args.figure_suffix
     models = ("zsclip", "coop", "qcoop", "cocoop", "qcocoop", "maple", "qmaple")
     train_runs = parse_runs(args.train, parser, tuple(m for m in models if m != "zsclip"))
     eval_runs = parse_runs(args.eval, parser, models)
@@ -245,14 +252,39 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         return step
 
+    def peak_memory(model: Any, step: Callable[[], None]) -> dict[bool, tuple[int, int]]:
+        """CUDA only: {full: (peak bytes above what was allocated before the step, peak bytes in all)} of one
+        step on each path; the first number is the step's own memory (activations, gradients, workspace)."""
+        out = {}
+        for full in (True, False):
+            set_path(model, full)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            resident = torch.cuda.memory_allocated()
+            step()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+            out[full] = (peak - resident, peak)
+        set_path(model, False)
+        return out
+
     for name, n_cls in train_runs:
         model = build(name, n_cls)
         batch = args.cocoop_batch_size if name.endswith("cocoop") else args.batch_size
         step = training_step(model, n_cls, batch)
         length = model.text_encoder.length(model.prompt_learner.tokenized_prompts)
         measure(model, ("train", name, n_cls), step, repeats(n_cls))
-        figures[f"train_step_speedup_{name}_{n_cls}"] = report(
+        figures[f"train_step_speedup_{name}_{n_cls}{suffix}"] = report(
             f"train step {name:>7} {n_cls:>5} classes, {batch} images", ("train", name, n_cls), length)
+        if not cpu:
+            mem = peak_memory(model, step)
+            mib = {full: (a / 2**20, b / 2**20) for full, (a, b) in mem.items()}
+            print(f"peak memory of a train step {name:>7} {n_cls:>5} classes: 77 positions {mib[True][0]:.0f} MiB "
+                  f"above resident ({mib[True][1]:.0f} MiB in all), {length} positions {mib[False][0]:.0f} MiB "
+                  f"({mib[False][1]:.0f} MiB in all)", flush=True)
+            figures[f"train_peak_mem_mib_{name}_{n_cls}_full"] = mib[True][0]
+            figures[f"train_peak_mem_mib_{name}_{n_cls}_truncated"] = mib[False][0]
+            figures[f"train_peak_mem_ratio_{name}_{n_cls}"] = mem[False][0] / max(mem[True][0], 1)
         del model, step
 
     for name, n_cls in eval_runs:
@@ -268,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tokens = model.prompt_learner.tokenized_prompts
         length = model.text_encoder.length(tokens.reshape(-1, tokens.shape[-1]))
         measure(model, ("eval", name, n_cls), evaluate, repeats(n_cls))
-        figures[f"eval_speedup_{name}_{n_cls}"] = report(
+        figures[f"eval_speedup_{name}_{n_cls}{suffix}"] = report(
             f"eval pass  {name:>7} {n_cls:>5} classes, {n_img} images", ("eval", name, n_cls), length)
         del model
 
@@ -288,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 wall, cpu_s = timed(step, args.device)
                 low[name] = (min(low[name][0], wall), min(low[name][1], cpu_s))
         ratio = [low["qcoop"][i] / low["coop"][i] for i in (0, 1)]
-        figures["train_step_overhead_qcoop_vs_coop"] = 100.0 * (ratio[clock] - 1.0)
+        figures[f"train_step_overhead_qcoop_vs_coop{suffix}"] = 100.0 * (ratio[clock] - 1.0)
         print(f"quantization hook, {n_cls} classes, {args.batch_size} images, best of {args.overhead_repeats} "
               f"alternated steps: CoOp {low['coop'][0]:.3f} s (CPU {low['coop'][1]:.3f} s), QCoOp "
               f"{low['qcoop'][0]:.3f} s (CPU {low['qcoop'][1]:.3f} s): {100 * (ratio[0] - 1):+.1f} % wall, "

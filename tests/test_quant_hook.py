@@ -199,7 +199,7 @@ def test_fp16_parameter_and_autocast() -> None:
     assert lin.parametrizations.weight.original.grad is not None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_path_matches_cpu() -> None:
     cpu = Prompt()
     gpu = copy.deepcopy(cpu).cuda()

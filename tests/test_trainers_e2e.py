@@ -6,8 +6,6 @@ prompt snapshots.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -23,8 +21,8 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("QUANTPROMPT_BACKEND", "engine")
 
 import torch  # noqa: E402
+from trainrun import accuracy, argv, cfg_for, run  # noqa: E402  (tests/trainrun.py: shared with other tests)
 
-import train  # noqa: E402
 from quantprompt import quant  # noqa: E402
 from quantprompt.engine.compat import build_trainer  # noqa: E402
 
@@ -41,34 +39,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def argv(data: Path, trainer: str, out: Path, *opts: str, sub: str = "base", extra: tuple = ()) -> list[str]:
-    return ["--root", str(data), "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"),
-            "--config-file", str(REPO / f"configs/trainers/{trainer}/tiny.yaml"),
-            "--output-dir", str(out), *extra,
-            "DATASET.NUM_SHOTS", SHOTS, "DATASET.SUBSAMPLE_CLASSES", sub, *opts]
-
-
-def run(args: list[str]) -> str:
-    """train.py in this process; returns what it printed."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
-        train.cli(args)
-    return buf.getvalue()
-
-
-def cfg_for(args: list[str]):
-    parsed = train.build_parser().parse_args(args)
-    train.import_plugins()
-    return train.setup_cfg(parsed)
-
-
-def accuracy(text: str) -> str:
-    found = re.findall(r"^\* accuracy: ([\d.]+)%$", text, re.M)
-    assert found, text[-2000:]
-    return found[-1]
 
 
 @pytest.fixture(scope="module")

@@ -422,10 +422,11 @@ def _apply_precision(model: Any, device: Any, precision: str) -> Any:
     import torch
 
     from ._openai import openai_clip
+    from .precision import cpu_half_enabled
 
     dev = torch.device(device)
     model = model.float()
-    if precision == "fp16" and dev.type == "cpu":
+    if precision == "fp16" and dev.type == "cpu" and not cpu_half_enabled():
         logger.warning("CLIP: fp16 is not supported on CPU; using fp32 weights (pass precision='fp32' to silence).")
         precision = "fp32"
     if precision == "fp16":

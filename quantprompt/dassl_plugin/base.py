@@ -18,6 +18,7 @@ under our engine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -360,24 +361,10 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
     # -- training step ------------------------------------------------------------------------------
     def forward_backward(self, batch: dict) -> dict:
         image, label = self.parse_batch_train(batch)
-        if self.prec == "amp":
-            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-            with torch.autocast(device_type=self.device.type, dtype=dtype):
-                output = self.model(image)
-                loss = F.cross_entropy(output, label)
-            self.model_zero_grad()
-            self.detect_anomaly(loss)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optim)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.model_update()
-        else:
+        with self.autocast():
             output = self.model(image)
             loss = F.cross_entropy(output, label)
-            self.model_backward_and_update(loss)
+        self.backward_and_step(loss)
         self.after_optimizer_step()
 
         summary = {"loss": loss.item()}
@@ -386,6 +373,29 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """CoOp's ``PREC amp``: autocast in fp16 on CUDA, bf16 on the CPU (torch's CPU autocast default);
+        a no-op context for fp16 and fp32 (the weights carry the precision)."""
+        if self.prec != "amp":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward and optimizer step; under amp on CUDA through the GradScaler (CoOp's amp path)."""
+        if self.prec != "amp":
+            self.model_backward_and_update(loss)
+            return
+        self.model_zero_grad()
+        self.detect_anomaly(loss)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.model_update()
 
     def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)

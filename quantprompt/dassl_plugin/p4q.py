@@ -147,12 +147,13 @@ class P4Q(PromptTrainer):
         from quantprompt.p4q import p4q_loss
 
         image, label = self.parse_batch_train(batch)
-        output = self.model(image)
-        teacher = self.model.teacher_logits(image)
         lam = float(tcfg.get(self.cfg, f"{P4Q_NODE}.LAMBDA"))
         temperature = float(tcfg.get(self.cfg, f"{P4Q_NODE}.T"))
-        loss, ce, kd = p4q_loss(output, teacher, label, lam, temperature)
-        self.model_backward_and_update(loss)
+        with self.autocast():  # PREC amp; the integer-simulated layers run in fp32 inside (integer_linear)
+            output = self.model(image)
+            teacher = self.model.teacher_logits(image)
+            loss, ce, kd = p4q_loss(output.float(), teacher.float(), label, lam, temperature)
+        self.backward_and_step(loss)
         self.after_optimizer_step()
         summary = {"loss": loss.item(), "ce": ce.item(), "kd": kd.item(),
                    "acc": compute_accuracy(output, label)[0].item()}

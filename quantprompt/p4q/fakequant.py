@@ -139,8 +139,14 @@ def integer_linear(x: Tensor, act: ActQuant, w_codes: Tensor, w_scale: Tensor, b
     an exact fp32 integer, else fp64), then ``acc * float32(s * s_w) + bias`` rounded once to fp32 (the fused
     multiply-add of FBGEMM's fp32-output epilogue). Straight-through gradient to ``x`` (``w / s`` scaled back).
 
-    ``w_codes``: (out, in) integer codes; ``w_scale``: fp32, one per output channel or one in all.
+    ``w_codes``: (out, in) integer codes; ``w_scale``: fp32, one per output channel or one in all. Autocast
+    (``PREC amp``) is switched off inside: in fp16 the integer sums overflow (NaN), in bf16 they are rounded.
     """
+    with torch.autocast(x.device.type, enabled=False):  # amp would round the integer sums (fp16: overflow)
+        return _integer_linear(x, act, w_codes, w_scale, bias)
+
+
+def _integer_linear(x: Tensor, act: ActQuant, w_codes: Tensor, w_scale: Tensor, bias: Optional[Tensor]) -> Tensor:
     shape, dtype = x.shape, x.dtype
     x = x.reshape(-1, shape[-1]).to(torch.float32)
     codes = act.centered_codes(x.detach())

@@ -24,14 +24,19 @@ def apply_precision(clip_model: nn.Module, precision: str) -> str:
     precision actually used.
 
     fp32 / amp: ``clip_model.float()``. fp16: CLIP's fp16 weights (``clip.model.convert_weights``) on CUDA;
-    on CPU (or meta) fp16 kernels are missing or slow, so fp16 is promoted to fp32 with a notice.
+    on CPU (or meta) fp16 kernels are missing or slow, so fp16 is promoted to fp32 with a notice, unless
+    ``QUANTPROMPT_CPU_HALF=1`` (:mod:`quantprompt.clip.precision`; the test suite's way to run fp16 on a CPU).
     """
+    from quantprompt.clip.precision import cpu_half_enabled
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)} (CoOp's PREC)")
     if precision == "fp16":
-        if clip_device(clip_model).type != "cuda":
+        device_type = clip_device(clip_model).type
+        if device_type == "meta" or (device_type != "cuda" and not cpu_half_enabled()):
             warnings.warn(
-                "precision fp16 requested on CPU: promoted to fp32 (fp16 needs CUDA)", UserWarning, stacklevel=3
+                "precision fp16 requested on CPU: promoted to fp32 (fp16 needs CUDA; tests keep it with "
+                "QUANTPROMPT_CPU_HALF=1)", UserWarning, stacklevel=3
             )
             clip_model.float()
             return "fp32"
