@@ -24,24 +24,10 @@ from __future__ import annotations
 import importlib
 
 from .base import PromptTrainer, register, skipped_baselines, validate_cfg, warn_skipped
+from .catalog import TRAINERS
 from .config import extend_cfg
 from .torch_compat import patch_dassl_for_new_torch
 from .wrap import QuantizedHost, quantize_trainers, wrap_trainer
-
-# (module, class, baseline). One line per trainer: adding a trainer is adding its line here. A baseline is
-# registered only on request and gives way to a host's class of the same name; the others are registered on
-# import and must be unique in the registry.
-TRAINERS: tuple[tuple[str, str, bool], ...] = (
-    ("coop", "CoOp", True),
-    ("cocoop", "CoCoOp", True),
-    ("maple", "MaPLe", True),
-    ("zsclip", "ZeroshotCLIP", True),
-    ("coop", "NoiseCoOp", False),
-    ("qcoop", "QCoOp", False),
-    ("qcocoop", "QCoCoOp", False),
-    ("qmaple", "QMaPLe", False),
-    ("p4q", "P4Q", False),
-)
 
 
 def trainer_classes() -> dict[str, type]:

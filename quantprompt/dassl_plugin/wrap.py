@@ -360,7 +360,7 @@ def quantize_trainers(*names: str) -> list[str]:
     """
     from quantprompt.engine.compat import BACKEND
 
-    from . import TRAINERS
+    from .catalog import TRAINERS
     from .torch_compat import patch_dassl_for_new_torch
 
     if not names:
