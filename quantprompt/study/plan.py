@@ -92,13 +92,13 @@ def calls_for(protocol: Protocol, layout: StudyLayout) -> list:
             for m in (protocol.methods[name] for name in s["methods"] if name in wanted[setting]):
                 if m.zero_shot and seed != first_seed:
                     continue
-                per_epoch = setting == "base2new" and m.id in s.get("per_epoch", [])
                 common = ("--data", str(layout.data), "--output", str(method_root(layout, m.id)), "--cfg", m.config)
-                opts = ("--", *_opts(m, layout, per_epoch))
+                opts = ("--", *_opts(m, layout, False))
                 shots = ("--shots", str(protocol.shots))
                 if setting == "base2new":
                     for d in s["datasets"]:
-                        args = (d, str(seed), *common, *shots, *opts)
+                        per_epoch = m.id in s["per_epoch"] and d in s["per_epoch_datasets"]
+                        args = (d, str(seed), *common, *shots, "--", *_opts(m, layout, per_epoch))
                         calls += [Call(m.scripts, "base2new_train.sh", args), Call(m.scripts, "base2new_test.sh", args)]
                 elif setting in ("dg", "xd"):
                     source = (s["source"], *common, *shots, *opts)

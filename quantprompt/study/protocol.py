@@ -209,6 +209,11 @@ def parse_protocol(data: Any, path: Optional[Path] = None) -> Protocol:
         if name == "base2new":
             s["datasets"] = datasets(f"{where}.datasets", _str_list(node, "datasets", where))
             s["per_epoch"] = known_methods(f"{where}.per_epoch", list(_get(node, "per_epoch", where, list, [])))
+            s["per_epoch_datasets"] = datasets(f"{where}.per_epoch_datasets",
+                                               list(_get(node, "per_epoch_datasets", where, list, s["datasets"])))
+            if not set(s["per_epoch_datasets"]) <= set(s["datasets"]):
+                raise _fail(f"{where}.per_epoch_datasets", f"must be among settings.base2new.datasets "
+                                                           f"({', '.join(s['datasets'])})")
         elif name in ("dg", "xd"):
             s["source"] = datasets(f"{where}.source", [_get(node, "source", where, str)])[0]
             s["targets"] = datasets(f"{where}.targets", _str_list(node, "targets", where))
