@@ -135,7 +135,11 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
                 f"{layout.matched_noise_std}")
     timings = {"pretrain": time.perf_counter() - t0}
     rc = 0
-    n_runs = 0
+
+    def plan() -> Any:
+        return plan_grid("base2new", calls_for(protocol, layout), REPO_ROOT / "scripts", cwd=REPO_ROOT,
+                         log_dir=layout.logs)
+
     if not report_only:
         t1 = time.perf_counter()
         if not dry_run:
@@ -146,8 +150,7 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
         else:
             layout.data.mkdir(parents=True, exist_ok=True)  # the scripts check that the data root exists
         timings["datasets"] = time.perf_counter() - t1
-        grid = plan_grid("base2new", calls_for(protocol, layout), REPO_ROOT / "scripts", cwd=REPO_ROOT,
-                         log_dir=layout.logs)
+        grid = plan()
         n_runs = len(grid.runs)
         if dry_run:
             log(f"study: {len(grid.runs)} runs, {len(grid.todo())} to do; logs would go to {grid.log_dir}")
@@ -163,6 +166,10 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
             log("study stopped: run the same command again to resume (finished runs are kept)")
             return {"runs": n_runs, "rc": rc, "timings": timings, "layout": layout, "results": [], "counts": {},
                     "paths": {}}
+    if not layout.data.is_dir():
+        raise FileNotFoundError(f"{layout.data}: no study data here; run the study first (without --report-only)")
+    replanned = plan()  # what is finished now (a run that failed or was never run is listed as to do)
+    n_runs, n_done = len(replanned.runs), len(replanned.runs) - len(replanned.todo())
     results = analyse(protocol, layout)
     timings["total"] = time.perf_counter() - t0
     info = {
@@ -171,14 +178,16 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
         "machine": _machine(),
         "world CLIP": f"{protocol.clip} ({layout.clip_path.name})",
         "seeds / shots": f"{protocol.seeds} / {protocol.shots}",
-        "runs": f"{n_runs} planned in this invocation" if not report_only else "report only",
+        "runs": f"{n_done} of {n_runs} finished" + ("" if n_done == n_runs else
+                                                     " (PARTIAL: the verdicts use the units finished so far)"),
         "time": f"{timings['total']:.0f} s this invocation",
     }
     if layout.matched_noise_std:
         info["matched noise std"] = layout.matched_noise_std
     paths = write_report(results, protocol, layout, info, figures=figures)
     counts = verdict_counts(results)
-    return {"results": results, "counts": counts, "paths": paths, "timings": timings, "runs": n_runs, "rc": rc,
+    return {"results": results, "counts": counts, "paths": paths, "timings": timings, "runs": n_runs,
+            "finished": n_done, "rc": rc,
             "layout": layout}
 
 
@@ -201,6 +210,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "quantprompt study") 
         print(f"{name}: {path}")
     print(f"study_seconds: {out['timings']['total']:.0f}")
     print(f"study_runs: {out['runs']}")
+    print(f"study_runs_finished: {out['finished']}")
     for verdict, n in out["counts"].items():
         print(f"study_claims_{verdict}: {n}")
     return 0 if out["rc"] == 0 else 1
