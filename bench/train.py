@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{low['qcoop'][0]:.3f} s (CPU {low['qcoop'][1]:.3f} s): {100 * (ratio[0] - 1):+.1f} % wall, "
               f"{100 * (ratio[1] - 1):+.1f} % CPU", flush=True)
         ratio = [low["wrapped"][i] / low["coop"][i] for i in (0, 1)]
-        figures["train_step_overhead_wrapped_vs_host"] = 100.0 * (ratio[clock] - 1.0)
+        figures[f"train_step_overhead_wrapped_vs_host{suffix}"] = 100.0 * (ratio[clock] - 1.0)
         print(f"wrapped host trainer (qp.quantize_trainers: quantize_ + optimizer step hook), same steps: host "
               f"{low['coop'][0]:.3f} s, wrapped {low['wrapped'][0]:.3f} s (CPU {low['wrapped'][1]:.3f} s): "
               f"{100 * (ratio[0] - 1):+.1f} % wall, {100 * (ratio[1] - 1):+.1f} % CPU", flush=True)

@@ -102,6 +102,6 @@ def test_bench_train_figure_suffix_on_cpu(capsys: pytest.CaptureFixture) -> None
     finally:
         torch.set_num_threads(threads)
     assert set(figures) == {"train_step_speedup_coop_3_cpu", "eval_speedup_coop_3_cpu",
-                            "train_step_overhead_qcoop_vs_coop_cpu"}
+                            "train_step_overhead_qcoop_vs_coop_cpu", "train_step_overhead_wrapped_vs_host_cpu"}
     assert all(v > 0 for k, v in figures.items() if "speedup" in k)
     assert "train_step_speedup_coop_3_cpu: " in capsys.readouterr().out
