@@ -202,7 +202,7 @@ def test_checkpoint_resumes_across_devices(data: Path, tmp_path: Path, first: st
     trainrun.run(trainrun.argv(data, "QCoOp", whole, *opts, "USE_CUDA", then))
     a, b = trainrun.checkpoint(cut, "QCoOp", 2), trainrun.checkpoint(whole, "QCoOp", 2)
     assert a.keys() == b.keys()
-    latent = "parametrizations.ctx.original"
+    latent = trainrun.CTX_KEYS["QCoOp"]
     # epoch 2 moves the latent by ~40 % of its norm: a resume that lost the optimizer or quantizer state would
     # be that far off, CUDA-vs-CPU rounding is ~1e-6
     assert trainrun.relative_difference(a[latent], b[latent]) <= 1e-3

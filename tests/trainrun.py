@@ -27,9 +27,11 @@ MODEL_FOLDERS = {"MaPLe": "MultiModalPromptLearner", "QMaPLe": "MultiModalPrompt
 #: trainers that write a packed .qpt next to each checkpoint
 PACKED = ("QCoOp", "QCoCoOp", "QMaPLe", "P4Q")
 #: the checkpoint key of each trainer's learned context, stored in CLIP's dtype under PREC fp16 (as in CoOp)
-CTX_KEYS = {"CoOp": "ctx", "NoiseCoOp": "parametrizations.ctx.original", "QCoOp": "parametrizations.ctx.original",
-            "CoCoOp": "ctx", "QCoCoOp": "parametrizations.ctx.original", "MaPLe": "prompt_learner.ctx",
-            "QMaPLe": "prompt_learner.parametrizations.ctx.original", "P4Q": "parametrizations.ctx.original"}
+# the trained weights in each trainer's checkpoint: the context itself, or for the quantized and noisy ones the
+# latent weights training updates (``<name>.qprompt_latent``, quant/state.py; ``ctx`` holds what the model used)
+CTX_KEYS = {"CoOp": "ctx", "NoiseCoOp": "ctx.qprompt_latent", "QCoOp": "ctx.qprompt_latent",
+            "CoCoOp": "ctx", "QCoCoOp": "ctx.qprompt_latent", "MaPLe": "prompt_learner.ctx",
+            "QMaPLe": "prompt_learner.ctx.qprompt_latent", "P4Q": "ctx.qprompt_latent"}
 
 
 def argv(data: Path, trainer: str, out: Path, *opts: str, sub: str = "base", extra: tuple = (),
