@@ -274,6 +274,7 @@ def test_demo_passes_each_option_once(tmp_path: Path) -> None:
     assert args[args.index("MODEL.BACKBONE.NAME") + 1] == str(tmp_path / "clip.safetensors")
     quick = demo.plan(quick=True, output=str(tmp_path))  # the full demo's recipe: the configs' epochs, 16 shots
     assert [m.label for m in quick.methods] == list(demo.QUICK_METHODS) and quick.shots == 16
+    assert quick.profile == "default"  # the full demo's CLIP: the shorter ones left CoOp no room (docs/demo.md)
     assert [j.seed for j in quick.jobs] == [1] * len(demo.QUICK_METHODS)
     calls = demo.grid_calls(quick, tmp_path / "data", tmp_path / "clip.safetensors")
     assert [c.script for c in calls[:2]] == ["base2new_train.sh", "base2new_test.sh"]

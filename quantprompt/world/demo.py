@@ -57,8 +57,8 @@ METHODS: tuple[DemoMethod, ...] = (
     DemoMethod("P4Q W4A8", "P4Q", "p4q", "demo_w4", family="P4Q", kind="p4q"),
 )
 
-# --quick: one seed of four rows on the full demo's recipe (16 shots, the configs' epochs): zero-shot CLIP, CoOp
-# and QCoOp at 1 and 4 bits. Chosen for time: every extra CoOp-family row costs ~25 s (one train + test pair).
+# --quick: one seed of four rows on the full demo's recipe and CLIP (16 shots, the configs' epochs): zero-shot
+# CLIP, CoOp and QCoOp at 1 and 4 bits. Chosen for time: every extra CoOp-family row costs ~25 s (train + test).
 QUICK_METHODS = ("CLIP (zero-shot)", "CoOp", "QCoOp 1-bit", "QCoOp 4-bit")
 
 # sketches: the domain pretraining saw least (3% of its images), where hand-written prompts fall short of
@@ -117,10 +117,9 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
          extra_opts: Sequence[str] = (), profile: Optional[str] = None) -> DemoPlan:
     """Validate the options (before any expensive work) and list the jobs.
 
-    ``profile``: the world CLIP (``quantprompt.world.PROFILES``); default ``quick`` with ``quick``, else
-    ``default``. ``quick``: the quick CLIP (a shorter pretraining, docs/demo.md says how it was chosen), one
-    seed and :data:`QUICK_METHODS`, on the full demo's recipe, so that ``--quick`` from scratch fits in 3
-    minutes on 2 cores and passes the same checks.
+    ``profile``: the world CLIP (``quantprompt.world.PROFILES``), default ``default`` (also with ``quick``:
+    the shorter-pretrained ``quick`` CLIPs tried left CoOp no room on WorldSketches, docs/demo.md). ``quick``:
+    one seed and :data:`QUICK_METHODS` on the full demo's recipe and CLIP, sharing its cache.
     """
     from .cache import PROFILES
     from .datasets import resolve
@@ -149,8 +148,8 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
         per_class = QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
         raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
-    if profile is None:
-        profile = "quick" if quick else "default"
+    if profile is None:  # --quick too: only the full CLIP leaves CoOp room to learn on sketches (docs/demo.md)
+        profile = "default"
     if profile not in PROFILES:
         raise ValueError(f"unknown world CLIP profile {profile!r}; known: {', '.join(PROFILES)}")
     if len(extra_opts) % 2:
@@ -485,8 +484,8 @@ def build_parser(prog: str = "quantprompt demo") -> Any:
         "every method with the real scripts through quantprompt.grid's launcher (finished runs are skipped), "
         "print the paper-style table, the figures and three checks."))
     ap.add_argument("--quick", action="store_true",
-                    help="one seed, four methods (zero-shot CLIP, CoOp, QCoOp 1-bit and 4-bit), a smaller test "
-                         "set and the quick world CLIP (a shorter pretraining); ~3 minutes on 2 cores")
+                    help="one seed, four methods (zero-shot CLIP, CoOp, QCoOp 1-bit and 4-bit) and a smaller test "
+                         "set, on the full demo's CLIP and recipe (its cache is shared with the full demo)")
     ap.add_argument("--methods", nargs="+", metavar="NAME",
                     help="trainer, trainer/config or label (default: all; --quick: four): "
                          + ", ".join(f"{m.trainer}/{m.config}" for m in METHODS))
