@@ -8,7 +8,7 @@
     quantprompt plot fewshot OUTPUT_ROOT -o fig5.png                      # = tools/plot.py
     quantprompt grid base2new --methods qcoop,coop --jobs 4 [--data DIR]  # = python -m quantprompt.grid
     quantprompt configs [QCoOp | QCoOp/vit_b16_ctxv1 | datasets/caltech101]  # our YAML configs' paths
-    quantprompt demo [--quick] [--methods ...] [--seeds ...] [--output DIR] [--cache-dir DIR]
+    quantprompt demo [--quick] [--methods ...] [--seeds ...] [--output DIR] [--cache-dir DIR] [--jobs N]
     quantprompt study [--claims ID,...] [--jobs N] [--dry-run] [--report-only]  # the claims study (docs/claims.md)
 
 Imports are lazy: ``quantprompt --help`` and ``quantprompt inspect`` do not load CLIP.

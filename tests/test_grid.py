@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from quantprompt.grid import GridError, expand, plan_grid
+from quantprompt.grid import Call, GridError, expand, plan_grid
 from quantprompt.grid.cli import build_parser, main, split_pass_through
-from quantprompt.grid.local import slot_env, visible_gpus
+from quantprompt.grid.local import run_local, slot_env, visible_gpus
+from quantprompt.grid.plan import call_argv, split_script_opts
 from quantprompt.grid.progress import Tracker, failure_report
 from quantprompt.grid.slurm import ChainTask, SlurmOptions, parse_mem, parse_time
 
@@ -156,6 +157,57 @@ def test_pass_through_options() -> None:
     assert ours == ["xd"] and rest == ["--", "OPTIM.LR", "0.1"]
     with pytest.raises(GridError, match="--jobs comes after the KEY VALUE options"):
         split_pass_through(p, ["base2new", "OPTIM.LR", "0.1", "--jobs", "2"])
+
+
+def test_call_options_merge_with_the_grid_options_as_the_scripts_read_them() -> None:
+    assert split_script_opts(["--cfg", "A.b", "--shots", "2", "OPTIM.LR", "0.1"]) == \
+        (["--cfg", "A.b", "--shots", "2"], ["OPTIM.LR", "0.1"])  # A.b is --cfg's value, not a KEY
+    assert split_script_opts(["--data", "d", "--", "X.Y", "1"]) == (["--data", "d"], ["X.Y", "1"])
+    call = Call("coop", "base2new_train.sh", ("d1", "1"), ("--cfg", "demo", "--", "OPTIM.MAX_EPOCH", "2"), tag="CoOp")
+    assert call.label == "coop base2new_train d1 1 [CoOp]" and call.kind == "train"
+    assert call_argv(Path("/s"), call, ["--data", "D", "OPTIM.LR", "0.1"]) == [
+        "bash", "/s/coop/base2new_train.sh", "d1", "1", "--cfg", "demo", "--data", "D",
+        "--", "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.1"]
+    assert call_argv(Path("/s"), Call("zsclip", "fewshot.sh", ("d", "4", "1"))) == \
+        ["bash", "/s/zsclip/fewshot.sh", "d", "4", "1"]
+    with pytest.raises(GridError, match="KEY VALUE options must come in pairs"):
+        call_argv(Path("/s"), Call("coop", "base2new_train.sh", ("d", "1"), ("--", "OPTIM.LR")))
+
+
+def test_hand_built_mixed_grid_runs_in_process_with_its_own_env_and_reports_each_end(fake: dict) -> None:
+    """What ``quantprompt demo`` and ``quantprompt study`` do: calls of several settings with per-call configs,
+    KEY VALUE options and tags, run by ``run_local`` with an environment, an output stream and a callback."""
+    import io
+
+    out_root = str(fake["out"])
+    mk = [
+        Call("coop", "base2new_train.sh", ("caltech101", "1"), ("--cfg", "tiny", "--", "OPTIM.MAX_EPOCH", "3"), "a"),
+        Call("coop", "base2new_test.sh", ("caltech101", "1"), ("--cfg", "tiny", "--", "OPTIM.MAX_EPOCH", "3"), "a"),
+        Call("qcoop", "fewshot.sh", ("dtd", "2", "1"), ("--shots", "9"), "b"),  # fewshot's shots are positional
+        Call("coop", "xd_train.sh", ("1",), (), "c"),
+        Call("coop", "xd_test.sh", ("dtd", "1"), (), "c"),
+    ]
+    g = plan_grid("mixed", mk, SCRIPTS, opts=["--output", out_root])
+    assert [r.after for r in g.runs] == [None, 0, None, None, 3]
+    assert g.runs[1].command[g.runs[1].command.index("--load-epoch") + 1] == "3"
+    assert g.results_command().endswith(f"{out_root} --table")  # every table found
+    ended: list[tuple[str, int]] = []
+    stream = io.StringIO()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rc = run_local(g, jobs=2, gpus=[], env=env, out=stream, echo=False,
+                   on_end=lambda run, status, took: ended.append((run.call.tag, status)))
+    text = stream.getvalue()
+    assert rc == 0, text
+    assert sorted(ended) == [("a", 0), ("a", 0), ("b", 0), ("c", 0), ("c", 0)]
+    assert "start  coop base2new_train caltech101 1 [a]" in text and "5/5 runs done" in text
+    got = calls(fake["ledger"])
+    assert len(got) == 5 and {c["omp"] for c in got} == {"1"}  # the caller's env, not the cores / jobs default
+    train = next(c for c in got if "train_base" in c["out"])
+    assert train["argv"][-2:] == ["OPTIM.MAX_EPOCH", "3"]
+    with pytest.raises(GridError, match="setting must be one of"):
+        plan_grid("everything", mk, SCRIPTS)
+    again = plan_grid("mixed", mk, SCRIPTS, opts=["--output", out_root])
+    assert again.todo() == []  # resumable: everything finished is skipped
 
 
 # ---- the local launcher ---------------------------------------------------------------------------------

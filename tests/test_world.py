@@ -173,16 +173,17 @@ def test_bad_cache_is_rebuilt_with_a_notice(cached: world.CachedCLIP, tmp_path: 
 
 
 def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_path: Path) -> None:
-    """``quantprompt demo --quick``'s pipeline through the real scripts, shortened for CI: 2 shots, 1 epoch,
-    small datasets; the CI-budget CLIP from the fixture (the cache is reused, not pretrained again).
+    """``quantprompt demo --quick``'s pipeline with every method (``--quick`` runs four), through the real
+    scripts and ``quantprompt.grid``'s launcher, shortened for CI: 2 shots, 1 epoch, small datasets; the
+    CI-budget CLIP from the fixture (the cache is reused, not pretrained again).
 
     On WorldShapes (photos), not the demo's WorldSketches: sketches are 3% of pretraining, and the 120-step CI
     CLIP is at chance on them (measured: 3.6% on the 32 new classes, chance 3.1%); the full demo's 1,000-step
     CLIP reaches 10.6x chance there (docs/demo.md)."""
     from quantprompt.world import demo
 
-    p = demo.plan(quick=True, datasets=["world_shapes"], output=str(tmp_path / "out"),
-                  cache_dir=str(cached.path.parent), shots=2,
+    p = demo.plan(quick=True, methods=[m.label for m in demo.METHODS], datasets=["world_shapes"],
+                  output=str(tmp_path / "out"), cache_dir=str(cached.path.parent), shots=2,
                   per_class=(2, 1, 6), extra_opts=("OPTIM.MAX_EPOCH", "1"), profile="quick")
     lines: list[str] = []
     result = demo.run_demo(p, log=lines.append, pretrain_settings=TEST_SETTINGS)
@@ -196,17 +197,45 @@ def test_demo_quick_end_to_end_with_every_method(cached: world.CachedCLIP, tmp_p
     assert sizes["PTQ W8A8 (zero-shot)"] == sizes["PTQ W4A8 (zero-shot)"] == "0KB"
     assert sizes["P4Q W8A8"].endswith("KB") and sizes["P4Q W8A8"] != "0KB" and sizes["P4Q W4A8"] != "-"
     text = "\n".join(lines)
-    assert f"[{len(p.jobs)}/{len(p.jobs)}]" in text and "Checks:" in text
+    n_runs = 2 * len(p.jobs)  # a train and a test run per job
+    assert f"{n_runs}/{n_runs} runs done" in text and "0 failed" in text and "Checks:" in text  # the grid's line
+    assert "start  qcoop base2new_train world_shapes 1 [QCoOp 2-bit]" in text
     assert "zero-shot accuracy on new classes" in text and "CoOp on base classes" in text
+    assert set(result["per_method_seconds"]) == {m.label for m in demo.METHODS}
+    logs = sorted((tmp_path / "out" / "grid_logs").rglob("*.log"))  # one grid log per run, its output inside
+    assert len(logs) == n_runs and all("=== exit status 0" in f.read_text() for f in logs)
     assert {f.name for f in result["figures"]} == {"demo_h.png", "demo_bits.png", "demo_noise.png", "demo_p4q.png"}
     assert all(f.stat().st_size > 1000 for f in result["figures"])
     # zero-shot on the quick world's new classes: above chance (1/32) by the margin stated here, 1.5x
     zs_new = result["summary"]["CLIP (zero-shot)"]["new"]
     assert zs_new >= 1.5 * 100 / 32, zs_new
-    # a second call skips every finished run (the scripts' own skip logic)
+    # a second call skips every finished run (the scripts' own rule, read by the grid's plan)
     again: list[str] = []
-    demo.run_jobs(p, tmp_path / "out" / "data", cached.path, log=again.append)
-    assert all("already done, skipped" in line for line in again) and len(again) == len(p.jobs)
+    assert demo.run_jobs(p, tmp_path / "out" / "data", cached.path, log=again.append) == {}
+    assert f"grid: 0 runs to do, {n_runs} already finished" in "\n".join(again)
+
+
+def test_demo_checks_have_margins_and_name_what_failed(tmp_path: Path) -> None:
+    """The checks' rules on known summaries: one unstable method does not decide the seed-noise check (a
+    median), and each threshold is the documented one."""
+    from quantprompt.world import demo
+
+    p = demo.plan(methods=["ZeroshotCLIP", "CoOp", "QCoOp", "QCoOp/demo_b4", "MaPLe"], output=str(tmp_path))
+    row = {"base": 30.0, "new": 30.0, "H": 30.0, "h_std": float("nan")}
+    s = {"CLIP (zero-shot)": dict(row),
+         "CoOp": {**row, "base": 33.0, "h_std": 1.0},
+         "QCoOp 1-bit": {**row, "h_std": 1.5},
+         "QCoOp 4-bit": {**row, "h_std": 0.5},
+         "MaPLe": {**row, "h_std": 9.0}}  # mean std 3.0 would sit at the threshold; the median is 1.25
+    result = demo.check_summary(s, p)
+    assert result.passed, result.lines
+    assert result.figures["median_seed_std_h"] == 1.25 and result.figures["coop_base_gain"] == 3.0
+    assert abs(result.figures["zero_shot_new_over_chance"] - 30.0 / (100 / 32)) < 1e-9
+    bad = demo.check_summary({**s, "CoOp": {**s["CoOp"], "base": 32.9},
+                              "CLIP (zero-shot)": {**row, "new": 9.3}}, p)  # 2.98x chance, +2.9 points
+    assert not bad.passed
+    assert [line.split("]")[0] for line in bad.lines] == ["[FAIL", "[FAIL", "[ok"]
+    assert "needs >= 3x" in bad.lines[0] and "needs >= +3" in bad.lines[1] and "largest 9.00" in bad.lines[2]
 
 
 def test_demo_rejects_bad_options_before_work(tmp_path: Path) -> None:
@@ -235,13 +264,19 @@ def test_world_is_a_model_layer() -> None:
 
 
 def test_demo_passes_each_option_once(tmp_path: Path) -> None:
-    """The test script picks the first OPTIM.MAX_EPOCH, train.py the last: a key must appear once."""
+    """The test script picks the first OPTIM.MAX_EPOCH, train.py the last: a key must appear once. The grid
+    calls of a job are its train and test scripts with the same options, tagged with the row's label."""
     from quantprompt.world import demo
 
     p = demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path), extra_opts=("OPTIM.MAX_EPOCH", "1"))
     args = demo._script_args(p, p.jobs[0], tmp_path / "data", tmp_path / "clip.safetensors")
     assert args.count("OPTIM.MAX_EPOCH") == 1 and args[args.index("OPTIM.MAX_EPOCH") + 1] == "1"
     assert args[args.index("MODEL.BACKBONE.NAME") + 1] == str(tmp_path / "clip.safetensors")
-    quick = demo._script_args(demo.plan(quick=True, methods=["CoOp"], output=str(tmp_path)), p.jobs[0],
-                              tmp_path / "data", tmp_path / "clip.safetensors")
-    assert quick[quick.index("OPTIM.MAX_EPOCH") + 1] == "2"
+    quick = demo.plan(quick=True, output=str(tmp_path))  # the full demo's recipe: the configs' epochs, 16 shots
+    assert [m.label for m in quick.methods] == list(demo.QUICK_METHODS) and quick.shots == 16
+    assert quick.profile == "default"  # the full demo's CLIP: the shorter ones left CoOp no room (docs/demo.md)
+    assert [j.seed for j in quick.jobs] == [1] * len(demo.QUICK_METHODS)
+    calls = demo.grid_calls(quick, tmp_path / "data", tmp_path / "clip.safetensors")
+    assert [c.script for c in calls[:2]] == ["base2new_train.sh", "base2new_test.sh"]
+    assert calls[2].opts == calls[3].opts and calls[2].tag == "CoOp" and calls[2].method == "coop"
+    assert "OPTIM.MAX_EPOCH" not in calls[2].opts and calls[2].args == ("world_sketches", "1")

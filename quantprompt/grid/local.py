@@ -16,12 +16,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Mapping, Optional, Sequence
+from typing import IO, Callable, Mapping, Optional, Sequence
 
-from .plan import Grid, script_env
+from .plan import Grid, Run, script_env
 from .progress import Tracker, failure_report, format_seconds, open_log
 
-__all__ = ["visible_gpus", "slot_env", "run_local"]
+__all__ = ["visible_gpus", "slot_env", "run_local", "RunEnded"]
+
+# called once per run that ended in this call: (the run, its exit status, its wall seconds)
+RunEnded = Callable[[Run, int, float], None]
 
 
 def visible_gpus(env: Mapping[str, str]) -> list[str]:
@@ -67,14 +70,14 @@ class _Active:
     pump: threading.Thread
 
 
-def _pump(proc: subprocess.Popen, log: IO[str], echo: bool) -> None:
+def _pump(proc: subprocess.Popen, log: IO[str], echo: Optional[IO[str]]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         log.write(line)
         log.flush()
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+        if echo is not None:
+            echo.write(line)
+            echo.flush()
 
 
 def _stop(active: Sequence[_Active], grace: float = 10.0) -> None:
@@ -124,10 +127,11 @@ class _Scheduler:
     """The state of one local grid: which runs wait, run (in which slot) or ended, and what was printed."""
 
     def __init__(self, grid: Grid, jobs: int, gpus: Sequence[str], echo: bool, tail_lines: int,
-                 out: IO[str]) -> None:
+                 out: IO[str], env: Optional[Mapping[str, str]] = None, on_end: Optional[RunEnded] = None) -> None:
         self.grid, self.jobs, self.gpus, self.echo, self.out = grid, jobs, list(gpus), echo, out
         self.tail_lines = tail_lines
-        self.env = script_env()
+        self.env = script_env(env)
+        self.on_end = on_end
         self.todo = grid.todo()
         self.state = {i: "queued" for i in self.todo}  # queued | running | done | failed | blocked
         self.free = list(range(jobs))
@@ -169,7 +173,7 @@ class _Scheduler:
         log = open_log(run.log, run.call.label, run.argv, env)
         proc = subprocess.Popen(run.argv, cwd=self.grid.cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
-        pump = threading.Thread(target=_pump, args=(proc, log, self.echo), daemon=True)
+        pump = threading.Thread(target=_pump, args=(proc, log, self.out if self.echo else None), daemon=True)
         pump.start()
         self.active[i] = _Active(i, slot, proc, log, pump)
         self.state[i] = "running"
@@ -192,6 +196,8 @@ class _Scheduler:
             self.state[i] = "done" if rc == 0 else "failed"
             took = self.tracker.finished(i, rc == 0)
             run = self.grid.runs[i]
+            if self.on_end is not None:
+                self.on_end(run, rc, took)
             if rc == 0:
                 print(f"done   {run.call.label} ({format_seconds(took)})", file=self.out)
             else:
@@ -217,23 +223,30 @@ class _Scheduler:
 
 
 def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, status_every: float = 30.0,
-              tail_lines: int = 20, echo: Optional[bool] = None, poll: float = 0.2) -> int:
+              tail_lines: int = 20, echo: Optional[bool] = None, poll: float = 0.2,
+              env: Optional[Mapping[str, str]] = None, out: Optional[IO[str]] = None,
+              on_end: Optional[RunEnded] = None) -> int:
     """Run every unfinished run of ``grid``; returns 0 when all finished, 1 when some failed, 130 when stopped.
 
-    ``echo`` (default: when ``jobs == 1``) also streams each run's output here, as the sequential scripts did;
-    the output always goes to the run's grid log.
+    Runs start in the grid's order as slots free up (an evaluation once its training run finished). ``echo``
+    (default: when ``jobs == 1``) also streams each run's output to ``out``, as the sequential scripts did; the
+    output always goes to the run's grid log. ``env``: the environment of the runs (default ``os.environ``;
+    on CPU with several jobs, ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` are set to cores / jobs unless ``env``
+    sets them). ``out``: where the launcher's lines go (default ``sys.stdout``). ``on_end(run, status,
+    seconds)`` is called for every run that ended in this call, from the scheduling thread.
     """
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    gpus = list(visible_gpus(os.environ) if gpus is None else gpus)
+    out = sys.stdout if out is None else out
+    gpus = list(visible_gpus(os.environ if env is None else env) if gpus is None else gpus)
     sched = _Scheduler(grid, jobs, gpus, echo=jobs == 1 if echo is None else echo, tail_lines=tail_lines,
-                       out=sys.stdout)
+                       out=out, env=env, on_end=on_end)
     for run in grid.runs:
         if run.status == "finished":
-            print(f"Results are available in {run.dir} (so skip this job)")
+            print(f"Results are available in {run.dir} (so skip this job)", file=out)
     where = f"pinned round-robin to GPU(s) {','.join(gpus)}" if gpus else "on CPU (no GPU visible)"
     print(f"grid: {len(sched.todo)} runs to do, {len(grid.runs) - len(sched.todo)} already finished; {jobs} at a "
-          f"time, {where}; logs in {grid.log_dir}", flush=True)
+          f"time, {where}; logs in {grid.log_dir}", file=out, flush=True)
     last_status = time.monotonic()
     with _StopRequests() as stop:
         while sched.busy() and stop.signum is None:
@@ -241,7 +254,7 @@ def run_local(grid: Grid, jobs: int = 1, gpus: Optional[Sequence[str]] = None, s
             ended = sched.reap()
             now = time.monotonic()
             if ended or now - last_status >= status_every:
-                print(sched.tracker.line(), flush=True)
+                print(sched.tracker.line(), file=out, flush=True)
                 last_status = now
             if not ended:
                 time.sleep(poll)

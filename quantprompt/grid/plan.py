@@ -19,18 +19,23 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 __all__ = [
-    "SETTINGS", "BASE2NEW_DATASETS", "XD_TARGETS", "DG_TARGETS", "DEFAULT_SEEDS", "DEFAULT_SHOTS",
+    "SETTINGS", "MIXED", "BASE2NEW_DATASETS", "XD_TARGETS", "DG_TARGETS", "DEFAULT_SEEDS", "DEFAULT_SHOTS",
     "GridError", "Call", "Run", "Grid", "expand", "plan_grid", "find_methods", "default_scripts_dir",
+    "split_script_opts", "call_argv",
 ]
 
 SETTINGS = ("base2new", "xd", "dg", "fewshot")
+MIXED = "mixed"  # a grid of calls from several settings (built by a caller, e.g. ``quantprompt study``)
 BASE2NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                      "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 XD_TARGETS = BASE2NEW_DATASETS[1:]
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 DEFAULT_SEEDS = ("1", "2", "3")
 DEFAULT_SHOTS = ("1", "2", "4", "8", "16")
-TABLE_OF_SETTING = {"base2new": "base2new", "xd": "xd", "dg": "dg", "fewshot": "fewshot"}
+TABLE_OF_SETTING = {"base2new": "base2new", "xd": "xd", "dg": "dg", "fewshot": "fewshot", MIXED: ""}
+# the scripts' own options (scripts/common.sh, qp_parse): each takes one value
+SCRIPT_OPTIONS = ("--data", "--cfg", "--shots", "--output")
+_KEY = re.compile(r"[A-Z][^.]*\.")
 
 
 class GridError(ValueError):
@@ -39,11 +44,19 @@ class GridError(ValueError):
 
 @dataclass(frozen=True)
 class Call:
-    """One call of a per-setting script: ``scripts/<method>/<script> <args...>`` plus the user's options."""
+    """One call of a per-setting script: ``scripts/<method>/<script> <args...> <opts...>`` plus the grid's options.
+
+    ``opts`` are this call's own script options and ``train.py`` KEY VALUE pairs, in the scripts' syntax
+    (``--cfg demo_b2 --shots 8 -- OPTIM.MAX_EPOCH 2``); they are merged with the grid-wide options by
+    :func:`call_argv`. ``tag`` names the call in progress lines when several calls share method, script and
+    arguments (e.g. one method under two configs).
+    """
 
     method: str
     script: str
     args: tuple[str, ...]
+    opts: tuple[str, ...] = ()
+    tag: str = ""
 
     @property
     def kind(self) -> str:
@@ -52,7 +65,8 @@ class Call:
 
     @property
     def label(self) -> str:
-        return " ".join((self.method, self.script[: -len(".sh")], *self.args))
+        words = " ".join((self.method, self.script[: -len(".sh")], *self.args))
+        return f"{words} [{self.tag}]" if self.tag else words
 
 
 @dataclass
@@ -98,10 +112,10 @@ class Grid:
         return sorted({r.output for r in self.runs})
 
     def results_command(self) -> str:
-        """The command that prints the results table of this grid."""
+        """The command that prints the results table of this grid (every table found, for a mixed grid)."""
         roots = " ".join(_quote(str(p)) for p in self.output_roots())
         tool = _quote(str(self.repo / "tools" / "parse_test_res.py"))
-        return f"python {tool} {roots} --table {TABLE_OF_SETTING[self.setting]}"
+        return f"python {tool} {roots} --table {TABLE_OF_SETTING[self.setting]}".rstrip()
 
 
 def _quote(text: str) -> str:
@@ -153,6 +167,35 @@ def expand(setting: str, methods: Sequence[str], datasets: Sequence[str] = (), s
     return calls
 
 
+def split_script_opts(opts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(script options, ``train.py`` KEY VALUE pairs) of a script argument list, read as ``qp_parse`` reads
+    it: the pairs start after ``--`` or at the first KEY token that is not the value of a script option."""
+    opts = list(opts)
+    i = 0
+    while i < len(opts):
+        if opts[i] == "--":
+            return opts[:i], opts[i + 1:]
+        if _KEY.match(opts[i]):
+            break
+        i += 2 if opts[i] in SCRIPT_OPTIONS else 1
+    return opts[:i], opts[i:]
+
+
+def call_argv(scripts_dir: Path, call: Call, opts: Sequence[str] = ()) -> list[str]:
+    """How a launcher runs ``call``: ``bash scripts/<method>/<script> args... options... -- KEY VALUE...``.
+
+    The call's script options come before the grid's (``qp_parse`` keeps the last value of an option, so the
+    grid-wide ``--data``/``--output`` win); its KEY VALUE pairs come before the grid's (``train.py`` merges
+    them in order, so the grid-wide pairs win too)."""
+    own_options, own_pairs = split_script_opts(call.opts)
+    grid_options, grid_pairs = split_script_opts(opts)
+    pairs = [*own_pairs, *grid_pairs]
+    if len(own_pairs) % 2 or len(grid_pairs) % 2:
+        raise GridError(f"{call.label}: KEY VALUE options must come in pairs, got {' '.join(pairs)}")
+    return ["bash", str(Path(scripts_dir) / call.method / call.script), *call.args, *own_options,
+            *grid_options, *(["--", *pairs] if pairs else [])]
+
+
 def _plan_one(call: Call, argv: list[str], cwd: Path, env: Mapping[str, str]) -> Run:
     res = subprocess.run(argv, cwd=cwd, env={**env, "QP_PLAN": "1"}, capture_output=True, text=True)
     if res.returncode != 0:
@@ -194,7 +237,11 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
               cwd: Optional[Path] = None, env: Optional[Mapping[str, str]] = None,
               log_dir: Optional[Path] = None, workers: int = 8) -> Grid:
     """Ask every script what it would do (no run starts), link each evaluation to the run that trains its
-    model, and drop calls that would write the folder of an earlier call (zero-shot few-shot runs share one)."""
+    model, and drop calls that would write the folder of an earlier call (zero-shot few-shot runs share one).
+
+    ``calls`` may come from :func:`expand` or be built by hand, from any mix of settings (``setting`` "mixed"):
+    each is a script of ``scripts_dir`` with its own arguments and options (:class:`Call`); ``opts`` go to every
+    call. ``env`` is the environment the scripts are planned with (the launcher gets its own)."""
     scripts_dir = Path(scripts_dir).resolve()
     known = find_methods(scripts_dir)
     for m in sorted({c.method for c in calls}):
@@ -202,9 +249,11 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
             raise GridError(f"unknown method '{m}'; methods in {scripts_dir}: {', '.join(known)}")
     cwd = Path(cwd or os.getcwd())
     env = script_env(env)
-    argvs = [["bash", str(scripts_dir / c.method / c.script), *c.args, *opts] for c in calls]
     if not calls:
         raise GridError("the grid is empty")
+    if setting not in TABLE_OF_SETTING:
+        raise GridError(f"setting must be one of {', '.join(TABLE_OF_SETTING)} (got '{setting}')")
+    argvs = [call_argv(scripts_dir, c, opts) for c in calls]
     # the first call alone: a bad option (no dataset root, unknown config) fails once, before the others start
     first = _plan_one(calls[0], argvs[0], cwd, env)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -225,5 +274,5 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
     log_dir = Path(log_dir) if log_dir is not None else runs[0].output / "grid_logs"
     for run in runs:
         run.log = _log_path(log_dir, run)
-    return Grid(setting=setting, runs=runs, repo=scripts_dir.parent, scripts_dir=scripts_dir, cwd=cwd, log_dir=log_dir, opts=tuple(opts),
-                dropped=dropped)
+    return Grid(setting=setting, runs=runs, repo=scripts_dir.parent, scripts_dir=scripts_dir, cwd=cwd,
+                log_dir=log_dir, opts=tuple(opts), dropped=dropped)
