@@ -173,14 +173,15 @@ def test_the_plan_runs_each_method_under_its_own_root_with_its_options(tmp_path:
     assert len(b2n) == 2 * (3 + 3)  # each compared method per seed, train + test; zero-shot is in no b2n claim
     assert [c.args[:3] for c in calls if c.method == "zsclip"] == [("world_shapes", "1", "1")]  # once: few-shot
     coop = next(c for c in b2n if c.method == "coop")
-    assert str(tmp_path / "runs" / "coop") in coop.args and "TEST.PER_EPOCH" in coop.args
+    assert str(tmp_path / "runs" / "coop") in coop.opts and "TEST.PER_EPOCH" in coop.opts and coop.tag == "coop"
     q = next(c for c in b2n if c.method == "qcoop")
-    assert "TEST.PER_EPOCH" not in q.args and q.args[q.args.index("OPTIM.MAX_EPOCH") + 1] == "1"
+    assert "TEST.PER_EPOCH" not in q.opts and q.opts[q.opts.index("OPTIM.MAX_EPOCH") + 1] == "1"
     fewshot = [c for c in calls if c.script == "fewshot.sh"]
     assert [c.args[:3] for c in fewshot] == [("world_shapes", "1", "1"), ("world_shapes", "1", "1"),
                                               ("world_shapes", "1", "2"), ("world_shapes", "1", "3")]
     seeds = [c.args[1] if c.script.startswith("base2new") else c.args[0] for c in calls if c.script != "fewshot.sh"
              and not c.script.endswith("_test.sh") or c.script == "base2new_test.sh"]
+    assert set(seeds) == {"1", "2", "3"}
     assert seeds == sorted(seeds)  # seed by seed: a study stopped early holds every claim at fewer seeds
 
 

@@ -137,7 +137,7 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
     rc = 0
 
     def plan() -> Any:
-        return plan_grid("base2new", calls_for(protocol, layout), REPO_ROOT / "scripts", cwd=REPO_ROOT,
+        return plan_grid("mixed", calls_for(protocol, layout), REPO_ROOT / "scripts", cwd=REPO_ROOT,
                          log_dir=layout.logs)
 
     if not report_only:
@@ -156,7 +156,7 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
             log(f"study: {len(grid.runs)} runs, {len(grid.todo())} to do; logs would go to {grid.log_dir}")
             for i, run in enumerate(grid.runs):
                 wait = f" (after #{run.after})" if run.after is not None and run.status != "finished" else ""
-                log(f"#{i} [{run.status}] {run.call.method} {run.call.script} {' '.join(run.call.args[:3])}{wait}")
+                log(f"#{i} [{run.status}] {run.call.label}{wait}")
                 log(f"    {' '.join(run.command)}")
             return {"runs": n_runs, "rc": 0, "timings": timings, "layout": layout}
         t2 = time.perf_counter()

@@ -2,9 +2,9 @@
 
 Each method writes under its own output root (``<output>/runs/<method id>``): two recipes of one trainer and
 config (QCoOp with and without normalization) would otherwise share CoOp's output folders. Every call carries
-its whole command line (``--data``, ``--output``, ``--cfg``, ``--shots`` and the ``KEY VALUE`` options), so the
-grid's planner asks the script what it would do, skips finished runs and resumes unfinished ones, exactly as for
-a benchmark grid (docs/grid.md).
+its own script options (``--data``, ``--output``, ``--cfg``, ``--shots``, then ``KEY VALUE`` pairs) and the
+method id as its tag, so the grid's planner asks the script what it would do, skips finished runs and resumes
+unfinished ones, exactly as for a benchmark grid (docs/grid.md, "Any calls, any mix").
 """
 
 from __future__ import annotations
@@ -93,18 +93,22 @@ def calls_for(protocol: Protocol, layout: StudyLayout) -> list:
                 if m.zero_shot and seed != first_seed:
                     continue
                 common = ("--data", str(layout.data), "--output", str(method_root(layout, m.id)), "--cfg", m.config)
-                opts = ("--", *_opts(m, layout, False))
                 shots = ("--shots", str(protocol.shots))
+
+                def call(script: str, args: tuple, options: tuple, per_epoch: bool = False, m: Method = m) -> Call:
+                    return Call(m.scripts, script, args, opts=(*options, "--", *_opts(m, layout, per_epoch)),
+                                tag=m.id)
+
                 if setting == "base2new":
                     for d in s["datasets"]:
                         per_epoch = m.id in s["per_epoch"] and d in s["per_epoch_datasets"]
-                        args = (d, str(seed), *common, *shots, "--", *_opts(m, layout, per_epoch))
-                        calls += [Call(m.scripts, "base2new_train.sh", args), Call(m.scripts, "base2new_test.sh", args)]
+                        calls += [call(script, (d, str(seed)), (*common, *shots), per_epoch)
+                                  for script in ("base2new_train.sh", "base2new_test.sh")]
                 elif setting in ("dg", "xd"):
-                    source = (s["source"], *common, *shots, *opts)
-                    calls.append(Call(m.scripts, f"{setting}_train.sh", (str(seed), *source)))
-                    calls += [Call(m.scripts, f"{setting}_test.sh", (t, str(seed), *source)) for t in s["targets"]]
+                    calls.append(call(f"{setting}_train.sh", (str(seed), s["source"]), (*common, *shots)))
+                    calls += [call(f"{setting}_test.sh", (t, str(seed), s["source"]), (*common, *shots))
+                              for t in s["targets"]]
                 else:
-                    calls += [Call(m.scripts, "fewshot.sh", (d, str(k), str(seed), *common, *opts))
+                    calls += [call("fewshot.sh", (d, str(k), str(seed)), common)
                               for d in s["datasets"] for k in s["shots"]]
     return calls
