@@ -185,29 +185,11 @@ def test_the_plan_runs_each_method_under_its_own_root_with_its_options(tmp_path:
     assert seeds == sorted(seeds)  # seed by seed: a study stopped early holds every claim at fewer seeds
 
 
-@pytest.fixture(scope="module")
-def ci_clip(tmp_path_factory: pytest.TempPathFactory):
-    """The CI world CLIP (120 steps), as tests/test_world.py builds it."""
-    import torch
-
-    from quantprompt import world
-
-    settings = replace(world.QUICK, steps=120, pool_size=2048, batch_size=96, warmup_steps=12)
-    cache = tmp_path_factory.mktemp("cache")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cached = world.ensure_clip("quick", cache, settings=settings, progress=False, log=lambda _m: None)
-    finally:
-        torch.set_num_threads(old)
-    return cache, settings, cached
-
-
-def test_a_small_study_runs_end_to_end_and_resumes(ci_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_small_study_runs_end_to_end_and_resumes(ci_world_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
     from quantprompt.study.cli import run_study
 
-    cache, settings, _cached = ci_clip
+    cache, settings, _cached = ci_world_clip
     for key in ("PYTHON", "NCTX", "QUANTPROMPT_CACHE", "PYTHONPATH", "QUANTPROMPT_ENV_INFO"):
         monkeypatch.delenv(key, raising=False)  # run_study sets these for its scripts; restored after the test
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -106,12 +106,11 @@ def test_zero_shot_templates_match_the_world_datasets() -> None:
 
 
 @pytest.fixture(scope="module")
-def cached(tmp_path_factory: pytest.TempPathFactory) -> world.CachedCLIP:
-    import torch
-
-    torch.set_num_threads(1)  # a shared CI box: extra threads spin more than they help at this size
-    cache = tmp_path_factory.mktemp("cache")
-    return world.ensure_clip("quick", cache, settings=TEST_SETTINGS, progress=False, log=lambda _m: None)
+def cached(ci_world_clip) -> world.CachedCLIP:
+    """The CI world CLIP of tests/conftest.py (pretrained once per session with TEST_SETTINGS)."""
+    _cache, settings, clip = ci_world_clip
+    assert settings == TEST_SETTINGS
+    return clip
 
 
 def test_pretrained_clip_is_far_above_chance(cached: world.CachedCLIP) -> None:
