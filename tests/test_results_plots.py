@@ -138,7 +138,7 @@ def test_plot_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     )
     for name in "abcd":
         assert_png(tmp_path / f"{name}.png", min_bytes=5_000)
-    assert plot_main(["hist", str(tmp_path / "fs"), "-o", str(tmp_path / "e.png")]) == 1
+    assert plot_main(["hist", str(tmp_path / "fs"), "-o", str(tmp_path / "e.png")]) == 2  # bad input: exit 2
     assert "error:" in capsys.readouterr().err
 
 
