@@ -63,7 +63,7 @@ def unit_values(protocol: Protocol, layout: StudyLayout, setting: str, method: s
                 unit = (r.dataset, seed)
                 if r.phase == "train_base":
                     base[unit] = value
-                    if "@" in metric:
+                    if "@" in metric and r.dataset in s["per_epoch_datasets"]:
                         curves[unit] = read_per_epoch(r.path)
                 elif r.phase == "test_new":
                     new[unit] = value

@@ -73,17 +73,27 @@ def claims_csv(results: Sequence[ClaimResult]) -> str:
 
 
 def method_means(protocol: Protocol, layout: StudyLayout) -> str:
-    """Context for the claims: each base-to-new method's mean base / new / H over its units, with n."""
+    """Context for the claims: each base-to-new method's mean base / new / H over the units *every* listed
+    method has (means over different units would not be comparable), per dataset and averaged."""
     if "base2new" not in {c.setting for c in protocol.claims}:
         return ""
     used = {m for c in protocol.claims if c.setting == "base2new" for m in (c.method, c.baseline)}
-    rows = ["| method | base | new | H | units |", "|---|---|---|---|---|"]
-    for m in protocol.settings["base2new"]["methods"]:
-        if m not in used:
-            continue
-        vals = {k: unit_values(protocol, layout, "base2new", m, k) for k in ("base", "new", "H")}
-        cells = [f"{sum(v.values()) / len(v):.2f}" if v else "-" for v in vals.values()]
-        rows.append(f"| {m} | {' | '.join(cells)} | {len(vals['H'])} |")
+    methods = [m for m in protocol.settings["base2new"]["methods"] if m in used]
+    vals = {m: {k: unit_values(protocol, layout, "base2new", m, k) for k in ("base", "new", "H")} for m in methods}
+    common = set.intersection(*(set(v["H"]) for v in vals.values())) if vals else set()
+    if not common:
+        return "No unit (dataset, seed) has finished for every base-to-new method yet."
+    datasets = sorted({u[0] for u in common})
+    head = " | ".join(f"{d} base | {d} new | {d} H" for d in datasets)
+    rows = [f"Over the {len(common)} units every method has: {', '.join('/'.join(map(str, u)) for u in sorted(common))}.",
+            "", f"| method | {head} | mean H |", "|---" * (2 + 3 * len(datasets)) + "|"]
+    for m in methods:
+        cells = []
+        for d in datasets:
+            units = [u for u in common if u[0] == d]
+            cells += [f"{sum(vals[m][k][u] for u in units) / len(units):.2f}" for k in ("base", "new", "H")]
+        mean_h = sum(vals[m]["H"][u] for u in common) / len(common)
+        rows.append(f"| {m} | {' | '.join(cells)} | {mean_h:.2f} |")
     return "\n".join(rows)
 
 
