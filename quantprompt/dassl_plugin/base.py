@@ -253,6 +253,26 @@ class _Holder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # the trainer
 # ----------------------------------------------------------------------------------------------------------
+def write_qpt(module: nn.Module, path: str, metadata: dict) -> int:
+    """Write ``module``'s packed prompt to ``path`` whole (temporary name, then rename) and return its bytes;
+    warn when some learned values are not quantized (they are not in the file). Our trainers and wrapped host
+    trainers (:mod:`.wrap`) write their .qpt through here."""
+    from quantprompt import quant
+
+    rest = quant.size_report(module).get("unquantized_fp16_bytes", 0)
+    if rest:
+        warnings.warn(f"{path}: {rest // 2} learned values are not quantized (TRAINER.QPROMPT.TARGETS) and "
+                      f"are not in the .qpt; evaluate from the checkpoint instead", stacklevel=3)
+    blob = quant.export(module, metadata=metadata)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+    print(f"Packed prompt saved to {path} ({len(blob)} bytes)")
+    return len(blob)
+
+
 class PromptTrainer(SafeCheckpointMixin, TrainerX):
     """Base class of all prompt trainers; subclasses set the class attributes below.
 
@@ -594,20 +614,7 @@ class PromptTrainer(SafeCheckpointMixin, TrainerX):
         }
 
     def write_qpt(self, path: str) -> int:
-        from quantprompt import quant
-
-        rest = quant.size_report(self.model).get("unquantized_fp16_bytes", 0)
-        if rest:
-            warnings.warn(f"{path}: {rest // 2} learned values are not quantized (TRAINER.QPROMPT.TARGETS) and "
-                          f"are not in the .qpt; evaluate from the checkpoint instead", stacklevel=2)
-        blob = quant.export(self.model, metadata=self.qpt_metadata())
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-        print(f"Packed prompt saved to {path} ({len(blob)} bytes)")
-        return len(blob)
+        return write_qpt(self.model, path, self.qpt_metadata())
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result: Any = None,
                    model_name: str = "") -> None:

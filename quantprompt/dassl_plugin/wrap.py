@@ -23,9 +23,7 @@ than ``TRAINER.QPROMPT.MAX_PARAMS``.
 
 from __future__ import annotations
 
-import os
 import os.path as osp
-import warnings
 from typing import Any, Optional
 
 import torch
@@ -42,6 +40,7 @@ from .base import (
     classnames_sha256,
     quant_options_from_cfg,
     validate_quant_cfg,
+    write_qpt,
 )
 
 __all__ = ["QuantizedHost", "WRAPPED_MODES", "quantize_trainers", "wrap_trainer"]
@@ -252,21 +251,7 @@ class QuantizedHost:
         }
 
     def write_qpt(self, path: str) -> int:
-        from quantprompt import quant
-
-        root = self._qp_root()
-        rest = quant.size_report(root).get("unquantized_fp16_bytes", 0)
-        if rest:
-            warnings.warn(f"{path}: {rest // 2} learned values are not quantized (TRAINER.QPROMPT.TARGETS) and "
-                          f"are not in the .qpt; evaluate from the checkpoint instead", stacklevel=2)
-        blob = quant.export(root, metadata=self.qpt_metadata())
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-        print(f"Packed prompt saved to {path} ({len(blob)} bytes)")
-        return len(blob)
+        return write_qpt(self._qp_root(), path, self.qpt_metadata())
 
     def qpt_folder(self) -> str:
         """The registered model (checkpoint folder) holding the quantized tensors: the .qpt goes beside it."""
