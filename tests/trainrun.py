@@ -27,9 +27,10 @@ MODEL_FOLDERS = {"MaPLe": "MultiModalPromptLearner", "QMaPLe": "MultiModalPrompt
 #: trainers that write a packed .qpt next to each checkpoint
 PACKED = ("QCoOp", "QCoCoOp", "QMaPLe", "P4Q")
 #: the checkpoint key of each trainer's learned context, stored in CLIP's dtype under PREC fp16 (as in CoOp)
-# the trained weights in each trainer's checkpoint: the context itself, or for the quantized and noisy ones the
-# latent weights training updates (``<name>.qprompt_latent``, quant/state.py; ``ctx`` holds what the model used)
-CTX_KEYS = {"CoOp": "ctx", "NoiseCoOp": "ctx.qprompt_latent", "QCoOp": "ctx.qprompt_latent",
+# the trained weights in each trainer's checkpoint: the context itself, or for the quantized ones the latent
+# weights training updates (``<name>.qprompt_latent``, quant/state.py; ``ctx`` holds what the model used). Noise
+# is training-only, so NoiseCoOp's ``ctx`` is its latent context.
+CTX_KEYS = {"CoOp": "ctx", "NoiseCoOp": "ctx", "QCoOp": "ctx.qprompt_latent",
             "CoCoOp": "ctx", "QCoCoOp": "ctx.qprompt_latent", "MaPLe": "prompt_learner.ctx",
             "QMaPLe": "prompt_learner.ctx.qprompt_latent", "P4Q": "ctx.qprompt_latent"}
 
