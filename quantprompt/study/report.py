@@ -107,6 +107,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def _figures(results: Sequence[ClaimResult], protocol: Protocol, layout: StudyLayout, folder: Path) -> list[Path]:
     """claims.png (adjusted intervals), curves.png (per-epoch base / new), fewshot.png (accuracy vs shots)."""
     from quantprompt.results.plots import _pyplot, _save, read_per_epoch
+    from quantprompt.results.tree import scan
 
     plt = _pyplot()
     paths: list[Path] = []
@@ -135,8 +136,6 @@ def _figures(results: Sequence[ClaimResult], protocol: Protocol, layout: StudyLa
         for m in curve_methods:
             for ax, split in zip(axes, ("base", "new")):
                 per_epoch: dict[int, list[float]] = {}
-                from quantprompt.results.tree import scan
-
                 runs, _ = scan(layout.runs / m)
                 for r in runs:
                     if r.setting == "base2new" and r.phase == "train_base":
