@@ -138,6 +138,58 @@ def test_resume_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert epoch == 2 and extras == {"best_result": None, "rng_state": None}
 
 
+def test_a_save_interrupted_while_writing_the_pointer_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between the checkpoint and its pointer must stay resumable (the grid resumes killed runs)."""
+    from quantprompt.engine import checkpoint as ckpt
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint({"state_dict": model.state_dict(), "epoch": 1}, str(tmp_path))
+
+    def killed_mid_write(path: str, text: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text[:3])
+        raise KeyboardInterrupt  # as SIGINT/SIGTERM arriving half-way through the write
+
+    monkeypatch.setattr(ckpt, "_write_text", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"state_dict": model.state_dict(), "epoch": 2}, str(tmp_path))
+    assert (tmp_path / "checkpoint").read_text() == "model.pth.tar-1\n"
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "model.pth.tar-1", "model.pth.tar-2"]  # no temp file
+    assert resume_from_checkpoint(str(tmp_path), torch.nn.Linear(3, 2)) == 1
+
+
+def test_a_run_killed_before_its_first_pointer_resumes_from_its_latest_complete_save(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantprompt.engine.checkpoint import resume_models
+
+    model = torch.nn.Linear(3, 2)
+    for epoch in (2, 10):
+        save_checkpoint({"state_dict": model.state_dict(), "epoch": epoch}, str(tmp_path / "prompt_learner"))
+    os.remove(tmp_path / "prompt_learner" / "checkpoint")
+    (tmp_path / "prompt_learner" / "model.pth.tar-11.tmp-4242").write_bytes(b"half a save")  # SIGKILL mid-save
+    capsys.readouterr()
+    assert resume_from_checkpoint(str(tmp_path / "prompt_learner"), torch.nn.Linear(3, 2)) == 10
+    assert f'Loading checkpoint from "{tmp_path / "prompt_learner" / "model.pth.tar-10"}"' in capsys.readouterr().out
+
+    class Trainer:  # the three things resume_models reads of a trainer
+        _models = {"prompt_learner": torch.nn.Linear(3, 2)}
+        _optims = {"prompt_learner": None}
+        _scheds = {"prompt_learner": None}
+
+        def get_model_names(self) -> list[str]:
+            return ["prompt_learner"]
+
+    assert resume_models(Trainer(), str(tmp_path)) == 10
+    for name in ("model.pth.tar-2", "model.pth.tar-10"):
+        os.remove(tmp_path / "prompt_learner" / name)
+    capsys.readouterr()
+    assert resume_models(Trainer(), str(tmp_path)) == 0  # killed during the first save: start over
+    assert "No checkpoint found, train from scratch" in capsys.readouterr().out
+
+
 def test_resume_without_pointer_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match='No "checkpoint" file'):
         resume_from_checkpoint(str(tmp_path), torch.nn.Linear(1, 1))

@@ -73,9 +73,25 @@ def _plain_copy(value: Any, where: str) -> Any:
 def _atomic_save(obj: Any, fpath: str) -> None:
     import torch
 
+    _atomic_write(fpath, lambda tmp: torch.save(obj, tmp))
+
+
+def _atomic_write(fpath: str, write: Any) -> None:
+    """Call ``write(tmp)`` then rename ``tmp`` onto ``fpath``: a run killed at any moment leaves either the old
+    file or the new one, never a truncated one (resume reads the ``checkpoint`` pointer and the file it names)."""
     tmp = f"{fpath}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, fpath)
+    try:
+        write(tmp)
+        os.replace(tmp, fpath)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def save_checkpoint(
@@ -101,12 +117,11 @@ def save_checkpoint(
     _atomic_save(state, fpath)
     print(f"Checkpoint saved to {fpath}")
 
-    with open(osp.join(save_dir, "checkpoint"), "w", encoding="utf-8") as f:
-        f.write(f"{osp.basename(fpath)}\n")
+    _atomic_write(osp.join(save_dir, "checkpoint"), lambda tmp: _write_text(tmp, f"{osp.basename(fpath)}\n"))
 
     if is_best:
         best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
-        shutil.copy(fpath, best_fpath)
+        _atomic_write(best_fpath, lambda tmp: shutil.copy(fpath, tmp))
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
 
@@ -186,6 +201,19 @@ def load_scheduler_state(scheduler: Any, state: Optional[dict[str, Any]]) -> Non
     scheduler.load_state_dict(state)
 
 
+def latest_epoch_checkpoint(fdir: str) -> Optional[str]:
+    """The ``model.pth.tar-<epoch>`` of highest epoch in ``fdir``, or None. Saves are renamed into place, so
+    every such file is complete; ``*.tmp-<pid>`` files of a run killed mid-save are not checkpoints."""
+    if not osp.isdir(fdir):
+        return None
+    epochs = []
+    for name in os.listdir(fdir):
+        stem, _, epoch = name.rpartition("-")
+        if stem == "model.pth.tar" and epoch.isdigit():
+            epochs.append((int(epoch), name))
+    return osp.join(fdir, max(epochs)[1]) if epochs else None
+
+
 def resume_from_checkpoint(
     fdir: str, model: Any, optimizer: Any = None, scheduler: Any = None, return_extras: bool = False
 ) -> Any:
@@ -196,16 +224,22 @@ def resume_from_checkpoint(
     when absent, e.g. in a checkpoint written by Dassl).
     """
     pointer = osp.join(fdir, "checkpoint")
-    if not osp.isfile(pointer):
-        raise FileNotFoundError(
-            f'No "checkpoint" file in "{fdir}": it names the checkpoint to resume from and is written with '
-            "every save; resume from a folder written by a previous run"
-        )
-    with open(pointer, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    if not lines or not lines[0].strip():
-        raise CheckpointError(f'"{pointer}" is empty; it should hold the name of a checkpoint file in {fdir}')
-    fpath = osp.join(fdir, lines[0].strip())
+    if osp.isfile(pointer):
+        with open(pointer, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        if not lines or not lines[0].strip():
+            raise CheckpointError(f'"{pointer}" is empty; it should hold the name of a checkpoint file in {fdir}')
+        fpath = osp.join(fdir, lines[0].strip())
+    else:
+        latest = latest_epoch_checkpoint(fdir)
+        if latest is None:
+            raise FileNotFoundError(
+                f'No "checkpoint" file in "{fdir}": it names the checkpoint to resume from and is written with '
+                "every save; resume from a folder written by a previous run"
+            )
+        # killed between the first save and its pointer: the save itself is complete (written by rename)
+        print(f'No "checkpoint" file in "{fdir}"; resuming from the latest epoch saved there')
+        fpath = latest
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
     model.load_state_dict(checkpoint["state_dict"])
@@ -323,11 +357,16 @@ def save_models(trainer: Any, epoch: int, directory: str, is_best: bool = False,
         )
 
 
+def _has_checkpoint(fdir: str) -> bool:
+    return osp.isfile(osp.join(fdir, "checkpoint")) or latest_epoch_checkpoint(fdir) is not None
+
+
 def resume_models(trainer: Any, directory: str) -> int:
     """Dassl's ``resume_model_if_exist`` with weights_only loads; also restores ``best_result`` and the RNG
     state when the checkpoint has them. Returns the epoch to start from (0 when nothing to resume)."""
     names = trainer.get_model_names()
-    if any(not osp.exists(osp.join(directory, name)) for name in names):
+    if not all(_has_checkpoint(osp.join(directory, name)) for name in names):
+        # also a run killed during its first save: the folder exists, no save in it was completed
         print("No checkpoint found, train from scratch")
         return 0
     print(f"Found checkpoint at {directory} (will resume training)")
