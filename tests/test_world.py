@@ -63,6 +63,24 @@ def test_captions_name_the_shape_and_only_true_attributes() -> None:
         assert not (words & set(world.SHAPES)) - {scene.shape}
 
 
+def test_pretraining_tokens_each_caption_once_with_the_same_rows() -> None:
+    import importlib
+
+    import torch
+
+    pretrain = importlib.import_module("quantprompt.world.pretrain")  # the package exports a function of that name
+    texts = ["a red circle.", "a sketch of a blue square.", "a red circle.", "a photo of a green star."]
+    cached = pretrain._CaptionTokens()
+    assert torch.equal(cached(texts), pretrain._tokenize(texts))
+    assert torch.equal(cached(texts[::-1]), pretrain._tokenize(texts[::-1]))  # now every row from the cache
+    assert len(cached._rows) == 3
+
+
+def test_pretrain_settings_reject_a_pool_smaller_than_a_batch() -> None:
+    with pytest.raises(ValueError, match=r"pool_size \(64\) must be >= batch_size \(128\)"):
+        world.PretrainSettings(pool_size=64)
+
+
 def test_dataset_is_deterministic_in_coop_layout(tmp_path: Path) -> None:
     a = world.write_dataset(tmp_path / "a", "WorldPatterns", train_per_class=2, val_per_class=1,
                             test_per_class=1)
