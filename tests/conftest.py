@@ -36,13 +36,12 @@ def ci_world_clip(tmp_path_factory: pytest.TempPathFactory):
     """The CI-budget world CLIP (120 pretraining steps: 3x chance on the 64 colour + shape classes, checked in
     tests/test_world.py), pretrained once per test session and shared by the demo and study tests.
     Returns (the cache folder, the pretraining settings, the cached CLIP)."""
-    from dataclasses import replace
 
     import torch
 
     from quantprompt import world
 
-    settings = replace(world.QUICK, steps=120, pool_size=2048, batch_size=96, warmup_steps=12)
+    settings = world.PretrainSettings(steps=120, pool_size=2048, batch_size=96, warmup_steps=12)  # 4 + 4 layers
     cache = tmp_path_factory.mktemp("world-cache")
     old = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared CI box: extra threads spin more than they help at this size

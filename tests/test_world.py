@@ -14,7 +14,7 @@ from quantprompt import world
 from quantprompt.world.attributes import Scene
 
 # A pretraining budget small enough for CI; the zero-shot test below states what it must still reach.
-TEST_SETTINGS = replace(world.QUICK, steps=120, pool_size=2048, batch_size=96, warmup_steps=12)
+TEST_SETTINGS = world.PretrainSettings(steps=120, pool_size=2048, batch_size=96, warmup_steps=12)  # 4 + 4 layers
 CHANCE_64 = 100.0 / 64
 
 
@@ -253,6 +253,13 @@ def test_demo_checks_have_margins_and_name_what_failed(tmp_path: Path) -> None:
     assert not bad.passed
     assert [line.split("]")[0] for line in bad.lines] == ["[FAIL", "[FAIL", "[ok"]
     assert "needs >= 3x" in bad.lines[0] and "needs >= +3" in bad.lines[1] and "largest 9.00" in bad.lines[2]
+    # --quick asks more of CoOp (+5: its CLIP leaves more room), on one seed
+    quick = demo.plan(quick=True, output=str(tmp_path))
+    assert quick.profile == "quick"
+    one_seed = {k: v for k, v in s.items() if k in ("CLIP (zero-shot)", "CoOp")}
+    short = demo.check_summary({**one_seed, "CoOp": {**row, "base": 34.9}}, quick)
+    assert not short.passed and "+4.9 points; needs >= +5" in short.lines[1]
+    assert demo.check_summary({**one_seed, "CoOp": {**row, "base": 35.0}}, quick).passed
 
 
 def test_demo_rejects_bad_options_before_work(tmp_path: Path) -> None:
@@ -291,7 +298,8 @@ def test_demo_passes_each_option_once(tmp_path: Path) -> None:
     assert args[args.index("MODEL.BACKBONE.NAME") + 1] == str(tmp_path / "clip.safetensors")
     quick = demo.plan(quick=True, output=str(tmp_path))  # the full demo's recipe: the configs' epochs, 16 shots
     assert [m.label for m in quick.methods] == list(demo.QUICK_METHODS) and quick.shots == 16
-    assert quick.profile == "default"  # the full demo's CLIP: the shorter ones left CoOp no room (docs/demo.md)
+    assert quick.profile == "quick"  # the 2 + 2 layer CLIP (docs/demo.md, "How --quick was chosen")
+    assert world.PROFILES["quick"][0] == world.PretrainSettings(vision_layers=2, text_layers=2)
     assert [j.seed for j in quick.jobs] == [1] * len(demo.QUICK_METHODS)
     calls = demo.grid_calls(quick, tmp_path / "data", tmp_path / "clip.safetensors")
     assert [c.script for c in calls[:2]] == ["base2new_train.sh", "base2new_test.sh"]

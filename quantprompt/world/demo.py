@@ -59,8 +59,9 @@ METHODS: tuple[DemoMethod, ...] = (
     DemoMethod("P4Q W4A8", "P4Q", "p4q", "demo_w4", family="P4Q", kind="p4q"),
 )
 
-# --quick: one seed of four rows on the full demo's recipe and CLIP (16 shots, the configs' epochs): zero-shot
-# CLIP, CoOp and QCoOp at 1 and 4 bits. Chosen for time: every extra CoOp-family row costs ~25 s (train + test).
+# --quick: one seed of four rows on the full demo's recipe (16 shots, the configs' epochs) and the `quick` world
+# CLIP (2 + 2 layers, pretrained in half the time): zero-shot CLIP, CoOp and QCoOp at 1 and 4 bits. Chosen for
+# time: every extra CoOp-family row costs ~25 s (train + test).
 QUICK_METHODS = ("CLIP (zero-shot)", "CoOp", "QCoOp 1-bit", "QCoOp 4-bit")
 
 # sketches: the domain pretraining saw least (3% of its images), where hand-written prompts fall short of
@@ -119,9 +120,9 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
          extra_opts: Sequence[str] = (), profile: Optional[str] = None) -> DemoPlan:
     """Validate the options (before any expensive work) and list the jobs.
 
-    ``profile``: the world CLIP (``quantprompt.world.PROFILES``), default ``default`` (also with ``quick``:
-    the shorter-pretrained ``quick`` CLIPs tried left CoOp no room on WorldSketches, docs/demo.md). ``quick``:
-    one seed and :data:`QUICK_METHODS` on the full demo's recipe and CLIP, sharing its cache.
+    ``profile``: the world CLIP (``quantprompt.world.PROFILES``), default ``quick`` with ``quick`` (the 2 + 2
+    layer CLIP, docs/demo.md) and ``default`` otherwise. ``quick``: one seed and :data:`QUICK_METHODS` on the
+    full demo's recipe.
     """
     from .cache import PROFILES
     from .datasets import resolve
@@ -150,8 +151,8 @@ def plan(quick: bool = False, methods: Optional[Sequence[str]] = None, seeds: Op
         per_class = QUICK_PER_CLASS if quick else DEFAULT_PER_CLASS
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= per_class[0]:
         raise ValueError(f"shots must be an int in 1..{per_class[0]} (the train images per class), got {shots!r}")
-    if profile is None:  # --quick too: only the full CLIP leaves CoOp room to learn on sketches (docs/demo.md)
-        profile = "default"
+    if profile is None:
+        profile = "quick" if quick else "default"
     if profile not in PROFILES:
         raise ValueError(f"unknown world CLIP profile {profile!r}; known: {', '.join(PROFILES)}")
     if len(extra_opts) % 2:
@@ -338,6 +339,7 @@ def summary(runs: list, p: DemoPlan) -> dict[str, dict[str, float]]:
 # assignment flipping on AVX-512 vs AVX2 moved single rows by ~1 point) cannot turn a check.
 MIN_ZERO_SHOT_NEW_OVER_CHANCE = 3.0   # hand-written prompts work on classes never trained on
 MIN_COOP_BASE_GAIN = 3.0              # points: learned prompts help on the classes they were trained on
+MIN_COOP_BASE_GAIN_QUICK = 5.0        # --quick's CLIP leaves CoOp more room (+10.3 on its one seed)
 MAX_MEDIAN_SEED_STD_H = 3.0           # points: seed noise of a typical trained method
 
 
@@ -353,8 +355,9 @@ def checks(runs: list, p: DemoPlan) -> Checks:
 
 
 def check_summary(s: dict[str, dict[str, float]], p: DemoPlan) -> Checks:
-    """Zero-shot new >= 3x chance; CoOp base >= zero-shot base + 3 points; the median over trained methods of
-    the seed std of H <= 3 points (a median, so that one unstable method cannot decide it alone)."""
+    """Zero-shot new >= 3x chance; CoOp base >= zero-shot base + 3 points (+5 with ``--quick``); the median over
+    trained methods of the seed std of H <= 3 points (a median, so that one unstable method cannot decide it
+    alone)."""
     from .datasets import classnames, resolve
 
     lines, ok, figures = [], True, {}
@@ -375,10 +378,11 @@ def check_summary(s: dict[str, dict[str, float]], p: DemoPlan) -> Checks:
     if zs in s and coop in s:
         gain = s[coop]["base"] - s[zs]["base"]
         figures["coop_base_gain"] = gain
-        good = gain >= MIN_COOP_BASE_GAIN
+        needed = MIN_COOP_BASE_GAIN_QUICK if p.quick else MIN_COOP_BASE_GAIN
+        good = gain >= needed
         ok &= good
         lines.append(f"[{'ok' if good else 'FAIL'}] CoOp on base classes {s[coop]['base']:.1f}% vs zero-shot "
-                     f"{s[zs]['base']:.1f}%: {gain:+.1f} points; needs >= +{MIN_COOP_BASE_GAIN:g}")
+                     f"{s[zs]['base']:.1f}%: {gain:+.1f} points; needs >= +{needed:g}")
     else:
         lines.append("[n/a] CoOp vs zero-shot on base classes: needs both methods")
     untrained = {m.label for m in p.methods if m.kind in ("zero-shot", "clip-ptq")}  # their spread is not training's
