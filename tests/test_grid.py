@@ -210,6 +210,19 @@ def test_hand_built_mixed_grid_runs_in_process_with_its_own_env_and_reports_each
     assert again.todo() == []  # resumable: everything finished is skipped
 
 
+def test_runs_under_different_output_roots_never_share_a_log(fake: dict) -> None:
+    """The study gives each method its own output root; two methods with the same trainer, config, dataset and
+    seed once wrote one log file (the second overwrote the first)."""
+    roots = [fake["out"] / "runs" / name for name in ("noise_0.01", "noise_0.1")]
+    mk = [Call("coop", "base2new_train.sh", ("caltech101", "1"), ("--output", str(r)), r.name) for r in roots]
+    g = plan_grid("mixed", mk, SCRIPTS, log_dir=fake["out"] / "logs")
+    logs = [r.log for r in g.runs]
+    assert len(set(logs)) == 2
+    assert [log.relative_to(fake["out"] / "logs").parts[0] for log in logs] == ["noise_0.01", "noise_0.1"]
+    single = plan_grid("mixed", mk[:1], SCRIPTS, log_dir=fake["out"] / "logs")  # one root: paths as before
+    assert single.runs[0].log.relative_to(fake["out"] / "logs").parts[0] == "base2new"
+
+
 # ---- the local launcher ---------------------------------------------------------------------------------
 
 def test_gpus_and_slot_environment() -> None:

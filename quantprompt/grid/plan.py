@@ -216,12 +216,25 @@ def _plan_one(call: Call, argv: list[str], cwd: Path, env: Mapping[str, str]) ->
                output=Path(output), command=cmd, argv=tuple(argv))
 
 
-def _log_path(log_dir: Path, run: Run) -> Path:
+def _log_path(log_dir: Path, run: Run, base: Path) -> Path:
     try:
-        rel = run.dir.relative_to(run.output)
+        rel = run.dir.relative_to(base)
     except ValueError:
         rel = Path(re.sub(r"[^\w.-]+", "_", str(run.dir)).strip("_"))
     return log_dir / (str(rel) + ".log")
+
+
+def _log_base(runs: Sequence[Run]) -> Path:
+    """The folder run logs mirror: the output root, or with several roots (the study gives each method its own)
+    their common parent, so that two runs with the same trainer, config, dataset and seed under different roots
+    never share a log file."""
+    outputs = sorted({os.path.normpath(r.output) for r in runs})
+    if len(outputs) == 1:
+        return runs[0].output
+    try:
+        return Path(os.path.commonpath(outputs))
+    except ValueError:  # different drives (Windows): the sanitized full path is unique
+        return Path("/nonexistent-common-root")
 
 
 def script_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
@@ -272,7 +285,8 @@ def plan_grid(setting: str, calls: Sequence[Call], scripts_dir: Path, opts: Sequ
         if run.needs is not None:
             run.after = by_dir.get(os.path.normpath(run.needs))
     log_dir = Path(log_dir) if log_dir is not None else runs[0].output / "grid_logs"
+    base = _log_base(runs)
     for run in runs:
-        run.log = _log_path(log_dir, run)
+        run.log = _log_path(log_dir, run, base)
     return Grid(setting=setting, runs=runs, repo=scripts_dir.parent, scripts_dir=scripts_dir, cwd=cwd,
                 log_dir=log_dir, opts=tuple(opts), dropped=dropped)
