@@ -217,7 +217,8 @@ def test_a_small_study_runs_end_to_end_and_resumes(ci_world_clip, tmp_path: Path
     assert per_epoch and {"epoch", "new"} <= set(per_epoch[-1])
     for name in ("claims.png", "curves.png", "fewshot.png"):
         assert (out / "report" / name).stat().st_size > 1000
-    assert "Holm-adjusted" in report and "commit" in report
+    assert "Holm-adjusted" in report and "commit" in report and "| command | quantprompt study |" in report
+    assert len(list(layout.logs.rglob("*.log"))) == 19  # one log per run, none shared
 
     again = run_study(p, out, cache_dir=str(cache), jobs=2, pretrain_settings=settings, status_every=600,
                       log=logs.append)  # the same command again: every run is finished, nothing reruns

@@ -14,6 +14,7 @@ local launcher (resumable: the same command finishes an interrupted study), then
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -108,7 +109,7 @@ def _script_env(cache_dir: Optional[str]) -> None:
 
 def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs: int = 2, dry_run: bool = False,
               report_only: bool = False, figures: bool = True, status_every: float = 60.0,
-              pretrain_settings: Any = None, log: Any = print) -> dict[str, Any]:
+              pretrain_settings: Any = None, log: Any = print, command: str = "quantprompt study") -> dict[str, Any]:
     """Everything ``quantprompt study`` does after parsing; returns results, counts, paths and timings."""
     from quantprompt.grid.local import run_local
     from quantprompt.grid.plan import plan_grid
@@ -173,7 +174,7 @@ def run_study(protocol: Any, output: Path, cache_dir: Optional[str] = None, jobs
     results = analyse(protocol, layout)
     timings["total"] = time.perf_counter() - t0
     info = {
-        "command": "quantprompt " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["study"] else "quantprompt study",
+        "command": command,
         "protocol": f"{protocol.path} (commit {_git_commit(protocol.path)})",
         "machine": _machine(),
         "world CLIP": f"{protocol.clip} ({layout.clip_path.name})",
@@ -198,9 +199,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "quantprompt study") 
     protocol = load_protocol(args.protocol)
     if args.claims:
         protocol = protocol.select([c.strip() for c in args.claims.split(",") if c.strip()])
+    given = list(sys.argv[1:] if argv is None else argv)
     out = run_study(protocol, Path(args.output), cache_dir=args.cache_dir, jobs=args.jobs, dry_run=args.dry_run,
                     report_only=args.report_only, figures=not args.no_figures, status_every=args.status_every,
-                    log=lambda m: print(m, flush=True))
+                    log=lambda m: print(m, flush=True), command=shlex.join([*prog.split(), *given]))
     if args.dry_run or out["rc"] == 130:
         return out["rc"]
     from .report import claims_markdown

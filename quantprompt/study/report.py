@@ -137,8 +137,9 @@ def _figures(results: Sequence[ClaimResult], protocol: Protocol, layout: StudyLa
             for ax, split in zip(axes, ("base", "new")):
                 per_epoch: dict[int, list[float]] = {}
                 runs, _ = scan(layout.runs / m)
-                for r in runs:
-                    if r.setting == "base2new" and r.phase == "train_base":
+                for r in runs:  # the units the curve claims read: per-epoch datasets, the protocol's seeds
+                    if (r.setting == "base2new" and r.phase == "train_base" and r.shots == protocol.shots
+                            and r.dataset in b2n.get("per_epoch_datasets", ()) and r.seed in protocol.seeds):
                         for e, v in read_per_epoch(r.path).get(split, {}).items():
                             per_epoch.setdefault(e, []).append(v)
                 if not per_epoch:
@@ -150,7 +151,8 @@ def _figures(results: Sequence[ClaimResult], protocol: Protocol, layout: StudyLa
                 line, = ax.plot(es, mean, label=m)
                 ax.fill_between(es, lo, hi, color=line.get_color(), alpha=0.12)
         for ax, split in zip(axes, ("base", "new")):
-            ax.set_title(f"{split} classes (mean over units, band: min-max)")
+            ax.set_title(f"{split} classes, {', '.join(b2n.get('per_epoch_datasets', ()))} (mean over seeds, "
+                         "band: min-max)", fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("accuracy (%)")
         axes[1].legend(fontsize=7)
