@@ -13,7 +13,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = OneLineParser(prog="python -m quantprompt.world")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="pretrain (or check) the world CLIP in the cache")
-    p.add_argument("--quick", action="store_true", help="the quick profile (fewer steps)")
+    p.add_argument("--quick", action="store_true", help="the quick profile (2 + 2 layers, as quantprompt demo --quick)")
     p.add_argument("--cache-dir", help="default: $QUANTPROMPT_CACHE or ~/.cache/quantprompt")
     w = sub.add_parser("write", help="write world datasets in CoOp's layout")
     w.add_argument("datasets", nargs="+", help="WorldShapes, WorldPatterns, WorldObjects, WorldSketches, WorldPaintings")

@@ -60,7 +60,7 @@ METHODS: tuple[DemoMethod, ...] = (
 )
 
 # --quick: one seed of four rows on the full demo's recipe (16 shots, the configs' epochs) and the `quick` world
-# CLIP (2 + 2 layers, pretrained in half the time): zero-shot CLIP, CoOp and QCoOp at 1 and 4 bits. Chosen for
+# CLIP (2 + 2 layers, pretrained in two thirds of the time): zero-shot CLIP, CoOp and QCoOp at 1 and 4 bits. Chosen for
 # time: every extra CoOp-family row costs ~25 s (train + test).
 QUICK_METHODS = ("CLIP (zero-shot)", "CoOp", "QCoOp 1-bit", "QCoOp 4-bit")
 

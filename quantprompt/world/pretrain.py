@@ -79,9 +79,9 @@ class PretrainSettings:
 
 
 DEFAULT = PretrainSettings()
-# `quantprompt demo --quick`'s CLIP: the default's recipe with 2 + 2 layers, half the time. Chosen on zero-shot and
-# CoOp alone (docs/demo.md, "How --quick was chosen"): every shorter pretraining of the 4 + 4 layer CLIP left
-# CoOp within 2.6 points of zero-shot on sketches; this one gives it +7 to +10.
+# `quantprompt demo --quick`'s CLIP: the default's recipe with 2 + 2 layers, in two thirds of its time. Chosen
+# on zero-shot and CoOp alone (docs/demo.md, "How --quick was chosen"): every shorter pretraining of the 4 + 4
+# layer CLIP left CoOp within 2.6 points of zero-shot on sketches; this one gives it +7 to +10.
 QUICK = PretrainSettings(vision_layers=2, text_layers=2)
 
 
