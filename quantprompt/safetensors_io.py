@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from .atomic import write_atomic
+
 __all__ = ["save_atomic"]
 
 
@@ -17,12 +19,4 @@ def save_atomic(tensors: Mapping[str, Any], path: Union[str, os.PathLike], metad
     folder, moved into place with ``os.replace`` (atomic on one file system); creates the folder."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        save_file(dict(tensors), str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: save_file(dict(tensors), tmp, metadata=metadata))

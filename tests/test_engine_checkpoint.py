@@ -169,7 +169,7 @@ def test_a_run_killed_before_its_first_pointer_resumes_from_its_latest_complete_
     for epoch in (2, 10):
         save_checkpoint({"state_dict": model.state_dict(), "epoch": epoch}, str(tmp_path / "prompt_learner"))
     os.remove(tmp_path / "prompt_learner" / "checkpoint")
-    (tmp_path / "prompt_learner" / "model.pth.tar-11.tmp-4242").write_bytes(b"half a save")  # SIGKILL mid-save
+    (tmp_path / "prompt_learner" / ".model.pth.tar-11.part-4242").write_bytes(b"half a save")  # SIGKILL mid-save
     capsys.readouterr()
     assert resume_from_checkpoint(str(tmp_path / "prompt_learner"), torch.nn.Linear(3, 2)) == 10
     assert f'Loading checkpoint from "{tmp_path / "prompt_learner" / "model.pth.tar-10"}"' in capsys.readouterr().out

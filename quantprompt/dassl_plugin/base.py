@@ -263,12 +263,15 @@ def write_qpt(module: nn.Module, path: str, metadata: dict) -> int:
     if rest:
         warnings.warn(f"{path}: {rest // 2} learned values are not quantized (TRAINER.QPROMPT.TARGETS) and "
                       f"are not in the .qpt; evaluate from the checkpoint instead", stacklevel=3)
+    from quantprompt.atomic import write_atomic
+
     blob = quant.export(module, metadata=metadata)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+
+    write_atomic(path, write)
     print(f"Packed prompt saved to {path} ({len(blob)} bytes)")
     return len(blob)
 

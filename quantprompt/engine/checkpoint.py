@@ -20,6 +20,7 @@ import warnings
 from collections import Counter, OrderedDict
 from typing import Any, Optional
 
+from quantprompt.atomic import write_atomic
 from quantprompt.engine.utils import mkdir_if_missing
 
 __all__ = [
@@ -73,20 +74,7 @@ def _plain_copy(value: Any, where: str) -> Any:
 def _atomic_save(obj: Any, fpath: str) -> None:
     import torch
 
-    _atomic_write(fpath, lambda tmp: torch.save(obj, tmp))
-
-
-def _atomic_write(fpath: str, write: Any) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` onto ``fpath``: a run killed at any moment leaves either the old
-    file or the new one, never a truncated one (resume reads the ``checkpoint`` pointer and the file it names)."""
-    tmp = f"{fpath}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, fpath)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(fpath, lambda tmp: torch.save(obj, tmp))
 
 
 def _write_text(path: str, text: str) -> None:
@@ -117,11 +105,12 @@ def save_checkpoint(
     _atomic_save(state, fpath)
     print(f"Checkpoint saved to {fpath}")
 
-    _atomic_write(osp.join(save_dir, "checkpoint"), lambda tmp: _write_text(tmp, f"{osp.basename(fpath)}\n"))
+    # every file resume reads is written whole: a run killed at any moment leaves the old one or the new one
+    write_atomic(osp.join(save_dir, "checkpoint"), lambda tmp: _write_text(tmp, f"{osp.basename(fpath)}\n"))
 
     if is_best:
         best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
-        _atomic_write(best_fpath, lambda tmp: shutil.copy(fpath, tmp))
+        write_atomic(best_fpath, lambda tmp: shutil.copy(fpath, tmp))
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
 
@@ -203,7 +192,7 @@ def load_scheduler_state(scheduler: Any, state: Optional[dict[str, Any]]) -> Non
 
 def latest_epoch_checkpoint(fdir: str) -> Optional[str]:
     """The ``model.pth.tar-<epoch>`` of highest epoch in ``fdir``, or None. Saves are renamed into place, so
-    every such file is complete; ``*.tmp-<pid>`` files of a run killed mid-save are not checkpoints."""
+    every such file is complete; the hidden ``.*.part-<pid>`` files of a run killed mid-save are not checkpoints."""
     if not osp.isdir(fdir):
         return None
     epochs = []

@@ -216,15 +216,17 @@ def _plan_one(call: Call, argv: list[str], cwd: Path, env: Mapping[str, str]) ->
                output=Path(output), command=cmd, argv=tuple(argv))
 
 
-def _log_path(log_dir: Path, run: Run, base: Path) -> Path:
+def _log_path(log_dir: Path, run: Run, base: Optional[Path]) -> Path:
     try:
-        rel = run.dir.relative_to(base)
+        rel = run.dir.relative_to(base) if base is not None else None
     except ValueError:
+        rel = None
+    if rel is None:  # outside the output roots: the sanitized full path is unique
         rel = Path(re.sub(r"[^\w.-]+", "_", str(run.dir)).strip("_"))
     return log_dir / (str(rel) + ".log")
 
 
-def _log_base(runs: Sequence[Run]) -> Path:
+def _log_base(runs: Sequence[Run]) -> Optional[Path]:
     """The folder run logs mirror: the output root, or with several roots (the study gives each method its own)
     their common parent, so that two runs with the same trainer, config, dataset and seed under different roots
     never share a log file."""
@@ -233,8 +235,8 @@ def _log_base(runs: Sequence[Run]) -> Path:
         return runs[0].output
     try:
         return Path(os.path.commonpath(outputs))
-    except ValueError:  # different drives (Windows): the sanitized full path is unique
-        return Path("/nonexistent-common-root")
+    except ValueError:  # different drives (Windows): no common parent
+        return None
 
 
 def script_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -98,10 +97,9 @@ def method_means(protocol: Protocol, layout: StudyLayout) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from quantprompt.atomic import write_atomic
+
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _figures(results: Sequence[ClaimResult], protocol: Protocol, layout: StudyLayout, folder: Path) -> list[Path]:
